@@ -7,6 +7,7 @@ array, registered by name, so that ``params.yaml`` can chain them in any order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +27,19 @@ class ClaheConfig:
     """CLAHE settings.
 
     Attributes:
-        clip_limit: contrast limit per tile, relative to a uniform histogram.
-        tile_grid: tiles per side; the image is split into ``tile_grid × tile_grid`` tiles.
+        clip_limit: contrast limit: a histogram bin may hold at most ``clip_limit`` times
+            the mean count of a ``bins``-level histogram of its tile.
+        tile_grid: tiles per side of a full mammogram; ROI crops get the same tile size in
+            pixels (so fewer tiles), so that a crop is enhanced as it is in its image.
+        bins: grey levels of the histogram (a power of two, at most 65536). OpenCV always
+            uses 65,536 bins on 16-bit data, where a tile rarely holds more than one pixel
+            per bin and every clip limit acts alike; quantising to ``bins`` levels first
+            restores the usual meaning of ``clip_limit`` at any image size.
     """
 
     clip_limit: float = 2.0
     tile_grid: int = 8
+    bins: int = 4096
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,20 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"expected a 2-D uint8 or uint16 image, got {image.dtype} {image.shape}")
 
 
-def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
+def clahe(
+    image: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8, bins: int = 4096
+) -> np.ndarray:
     """Contrast Limited Adaptive Histogram Equalization (paper §3.2).
 
-    Works on the full 16-bit range; OpenCV uses 65,536 histogram bins for ``uint16``.
+    The image is quantised to ``bins`` grey levels (low bits cleared, so values keep their
+    scale) and OpenCV's clip limit is scaled to match, which makes this exactly CLAHE with
+    a ``bins``-level histogram while the output keeps OpenCV's 16-bit look-up tables.
 
     Args:
         image: 2-D ``uint8`` or ``uint16`` array.
-        clip_limit: contrast limit, must be > 0.
+        clip_limit: contrast limit relative to the mean bin count, must be > 0.
         tile_grid: tiles per side, must be >= 1.
+        bins: histogram levels, a power of two; capped at 256 for ``uint8`` images.
 
     Returns:
         The equalised image, same shape and dtype.
@@ -104,21 +117,36 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.
         raise ValueError(f"clahe clip_limit must be > 0, got {clip_limit}")
     if tile_grid < 1:
         raise ValueError(f"clahe tile_grid must be >= 1, got {tile_grid}")
-    op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(tile_grid, tile_grid))
-    return op.apply(np.ascontiguousarray(image))
+    levels = 65536 if image.dtype == np.uint16 else 256
+    if bins < 2 or bins & (bins - 1) or bins > 65536:
+        raise ValueError(f"clahe bins must be a power of two in [2, 65536], got {bins}")
+    step = levels // min(bins, levels)
+    image = np.ascontiguousarray(image)
+    if step > 1:
+        image = cv2.bitwise_and(image, levels - step)
+    op = cv2.createCLAHE(clipLimit=float(clip_limit) * step, tileGridSize=(tile_grid, tile_grid))
+    return op.apply(image)
+
+
+def crop_tile_grid(
+    crop_shape: tuple[int, int], full_shape: tuple[int, int], tile_grid: int
+) -> int:
+    """Tiles per side for an ROI crop so that its tiles match its full image's in pixels."""
+    tile_h, tile_w = full_shape[0] / tile_grid, full_shape[1] / tile_grid
+    grid = round(max(crop_shape[0] / tile_h, crop_shape[1] / tile_w))
+    return int(min(max(grid, 1), tile_grid))
 
 
 def effective_clip_count(
-    shape: tuple[int, int], clip_limit: float, tile_grid: int, levels: int = 65536
+    shape: tuple[int, int], clip_limit: float, tile_grid: int, bins: int = 65536
 ) -> int:
-    """The per-bin count at which OpenCV's CLAHE clips a tile's histogram.
+    """The per-bin count at which CLAHE clips a tile's histogram.
 
-    OpenCV uses ``max(1, int(clip_limit · tile_area / levels))`` with 65,536 bins for
-    16-bit data, so on small 16-bit images every clip limit below
-    ``levels / tile_area`` behaves the same. The stage logs a warning when that happens.
+    OpenCV uses ``max(1, int(clip_limit · tile_area / bins))``: when that floor of one
+    count applies, every smaller clip limit gives the same result.
     """
     tile_area = (shape[0] // tile_grid) * (shape[1] // tile_grid)
-    return max(1, int(clip_limit * tile_area / levels))
+    return max(1, int(clip_limit * tile_area / bins))
 
 
 def median(image: np.ndarray, kernel: int = 3) -> np.ndarray:
@@ -175,7 +203,10 @@ def adaptive_mean(image: np.ndarray, kernel: int = 5, noise_variance: float = 0.
     return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
 
 
-FILTERS.add("clahe", lambda img, cfg: clahe(img, cfg.clahe.clip_limit, cfg.clahe.tile_grid))
+FILTERS.add(
+    "clahe",
+    lambda img, cfg: clahe(img, cfg.clahe.clip_limit, cfg.clahe.tile_grid, cfg.clahe.bins),
+)
 FILTERS.add("median", lambda img, cfg: median(img, cfg.median.kernel))
 FILTERS.add(
     "adaptive_mean",
@@ -208,27 +239,51 @@ def apply_chain(image: np.ndarray, cfg: EnhanceConfig) -> np.ndarray:
 
 
 def _warn_clip_floor(manifest: pd.DataFrame, cfg: EnhanceConfig) -> None:
-    if "clahe" not in cfg.chain or manifest.empty:
+    if "clahe" not in cfg.chain or manifest.empty or "kind" not in manifest:
         return
-    full = manifest[manifest["kind"] == "full"] if "kind" in manifest else manifest
+    full = manifest[manifest["kind"] == "full"]
     if full.empty:
         return
     shape = (int(full["height"].median()), int(full["width"].median()))
-    exact = (
-        cfg.clahe.clip_limit
-        * (shape[0] // cfg.clahe.tile_grid)
-        * (shape[1] // cfg.clahe.tile_grid)
-        / 65536
-    )
+    c = cfg.clahe
+    exact = c.clip_limit * (shape[0] // c.tile_grid) * (shape[1] // c.tile_grid) / c.bins
     if exact < 1:
         log.warning(
-            "enhance.clahe.clip_limit=%s is below OpenCV's 16-bit floor for %d×%d images "
-            "(one count per bin): any clip limit up to %.1f gives the same result",
-            cfg.clahe.clip_limit,
+            "enhance.clahe.clip_limit=%s is below one count per bin for %d×%d images with "
+            "%d bins: any clip limit up to %.1f gives the same result (lower clahe.bins)",
+            c.clip_limit,
             shape[0],
             shape[1],
-            cfg.clahe.clip_limit / exact,
+            c.bins,
+            c.clip_limit / exact,
         )
+
+
+def _tasks(
+    manifest: pd.DataFrame,
+    images: Sequence[str],
+    in_dir: Path,
+    out_dir: Path,
+    cfg: EnhanceConfig,
+) -> list[tuple[Path, Path, EnhanceConfig, bool]]:
+    """One task per image; ROI crops get a tile grid scaled to their full image's tiles."""
+    shapes = {}
+    if {"kind", "height", "width", "full_image_id"} <= set(manifest.columns):
+        for row in manifest.to_dict("records"):
+            if row["kind"] == "full":
+                shapes[row["image_id"]] = (int(row["height"]), int(row["width"]))
+    per_path: dict[str, EnhanceConfig] = {}
+    if shapes:
+        for row in manifest.to_dict("records"):
+            full = shapes.get(row["full_image_id"])
+            if row["kind"] == "roi" and full:
+                grid = crop_tile_grid(
+                    (int(row["height"]), int(row["width"])), full, cfg.clahe.tile_grid
+                )
+                per_path[str(row["image_path"])] = dataclasses.replace(
+                    cfg, clahe=dataclasses.replace(cfg.clahe, tile_grid=grid)
+                )
+    return [(in_dir / p, out_dir / p, per_path.get(p, cfg), False) for p in dict.fromkeys(images)]
 
 
 def _enhance_one(task: tuple[Path, Path, EnhanceConfig, bool]) -> None:
@@ -269,7 +324,7 @@ def enhance_dataset(
     _warn_clip_floor(manifest, cfg)
     masks = sorted({str(p) for p in manifest.get("mask_path", []) if p})
     with atomic_dir(out_dir) as tmp:
-        tasks = [(in_dir / p, tmp / p, cfg, False) for p in dict.fromkeys(images)]
+        tasks = _tasks(manifest, images, in_dir, tmp, cfg)
         tasks += [(in_dir / p, tmp / p, cfg, True) for p in masks]
         for _ in imap(_enhance_one, tasks, workers=workers, desc="enhance"):
             pass
