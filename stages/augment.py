@@ -1,0 +1,33 @@
+"""Stage ``augment``: augmented copies of the training split only (§3.2)."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from mammocad.augment import AugmentConfig, augment_dataset
+from stages.common import ROOT, load_params, scalar, section, start
+
+log = logging.getLogger("stages.augment")
+
+
+def main() -> None:
+    params = load_params()
+    seed = scalar(params, "seed", int, 42)
+    start("augment", seed)
+    cfg = section(params, "augment", AugmentConfig)
+    frame = pd.read_csv(ROOT / "data/split/split.csv", keep_default_na=False)
+    out = augment_dataset(
+        frame,
+        ROOT / "data/patches",
+        ROOT / "data/augmented",
+        cfg,
+        seed,
+        workers=scalar(params, "workers", int, 0),
+    )
+    log.info("augment: %d training images (originals and copies)", len(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""What every stage shares: params loading, logging set-up and seeding."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mammocad.config import ConfigError, from_dict
+from mammocad.seeding import seed_everything
+
+T = TypeVar("T")
+
+ROOT = Path.cwd()
+PARAMS = Path(os.environ.get("MAMMOCAD_PARAMS", ROOT / "params.yaml"))
+
+
+def load_params(path: Path = PARAMS) -> dict[str, Any]:
+    """Reads ``params.yaml`` into a dict, failing with the file's name if it is malformed."""
+    try:
+        with open(path) as fh:
+            params = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise SystemExit(f"params file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise SystemExit(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
+    """Builds the frozen dataclass of one params section; a bad key exits naming it."""
+    try:
+        return from_dict(cls, params.get(name), name)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"params.yaml: {exc}") from None
+
+
+def scalar(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """Reads a top-level scalar param such as ``seed`` or ``workers``, checking its type."""
+    value = params.get(name, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise SystemExit(f"params.yaml: {name!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def start(stage: str, seed: int | None = None) -> None:
+    """Configures logging and, for stages that draw random numbers, seeds everything."""
+    logging.basicConfig(
+        level=os.environ.get("MAMMOCAD_LOGLEVEL", "INFO"),
+        format=f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if seed is not None:
+        seed_everything(seed)

@@ -1,0 +1,45 @@
+"""Stage ``convert``: DICOM → 16-bit PNG full images, ROI crops and masks, one manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mammocad.convert import ConvertError, convert_dataset
+from mammocad.io import write_json
+from stages.common import ROOT, load_params, scalar, section, start
+
+log = logging.getLogger("stages.convert")
+
+
+@dataclass(frozen=True)
+class ConvertParams:
+    """The ``convert`` params section.
+
+    Attributes:
+        max_skipped_fraction: the stage fails when a larger share of the case-description
+            items (full images and ROIs) cannot be used.
+    """
+
+    max_skipped_fraction: float = 0.2
+
+
+def main() -> None:
+    params = load_params()
+    start("convert")
+    cfg = section(params, "convert", ConvertParams)
+    try:
+        result = convert_dataset(
+            ROOT / "data/raw",
+            ROOT / "data/converted",
+            workers=scalar(params, "workers", int, 0),
+            max_skipped_fraction=cfg.max_skipped_fraction,
+        )
+    except ConvertError as exc:
+        raise SystemExit(f"convert failed: {exc}") from None
+    write_json(ROOT / "metrics/convert.json", result.metrics)
+    log.info("convert: %s", result.metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Stage ``patches``: aspect-ratio filter, resize ROIs to patches, down-size full images."""
+
+from __future__ import annotations
+
+import logging
+
+from mammocad.io import write_json
+from mammocad.patches import PatchesConfig, build_patches
+from stages.common import ROOT, load_params, scalar, section, start
+
+log = logging.getLogger("stages.patches")
+
+
+def main() -> None:
+    params = load_params()
+    start("patches")
+    cfg = section(params, "patches", PatchesConfig)
+    workers = scalar(params, "workers", int, 0)
+    _, _, metrics = build_patches(ROOT / "data/enhanced", ROOT / "data/patches", cfg, workers)
+    write_json(ROOT / "metrics/patches.json", metrics)
+    log.info("patches: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()

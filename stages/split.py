@@ -1,0 +1,34 @@
+"""Stage ``split``: patient-disjoint, stratified, seeded train/val/test split (§3.1)."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from mammocad.io import atomic_dir, write_csv, write_json
+from mammocad.split import SplitConfig, assign_splits, check_disjoint, split_metrics
+from stages.common import ROOT, load_params, scalar, section, start
+
+log = logging.getLogger("stages.split")
+
+
+def main() -> None:
+    params = load_params()
+    seed = scalar(params, "seed", int, 42)
+    start("split", seed)
+    cfg = section(params, "split", SplitConfig)
+    manifest = pd.read_csv(ROOT / "data/patches/manifest.csv", keep_default_na=False)
+    frame = assign_splits(manifest, cfg, seed)
+    check_disjoint(frame)
+    with atomic_dir(ROOT / "data/split") as tmp:
+        write_csv(tmp / "split.csv", frame)
+        for name, part in frame.groupby("split"):
+            write_csv(tmp / f"{name}.csv", part)
+    metrics = split_metrics(frame)
+    write_json(ROOT / "metrics/split.json", metrics)
+    log.info("split: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()
