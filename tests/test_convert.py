@@ -661,3 +661,17 @@ def test_real_cbis_ddsm_dicoms(tmp_path):
     ds = pydicom.dcmread(source)
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE Lossless
     np.testing.assert_array_equal(png, ds.pixel_array)
+
+
+def test_header_only_csv_is_read_as_no_rows(tmp_path):
+    from mammocad import cbis
+
+    header = (
+        "patient_id,breast density,left or right breast,image view,abnormality id,"
+        "abnormality type,calc type,calc distribution,assessment,pathology,subtlety,"
+        "image file path,cropped image file path,ROI mask file path\n"
+    )
+    (tmp_path / "calc_case_description_test_set.csv").write_text(header)
+    table = cbis.read_case_descriptions(tmp_path)
+    assert len(table) == 0
+    assert list(table.columns) == list(cbis.OUTPUT_COLUMNS)

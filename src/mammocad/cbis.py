@@ -123,6 +123,8 @@ def _read_one(path: Path) -> pd.DataFrame:
     for column in required:
         if column not in raw.columns:
             raise ValueError(f"{path.name}: missing required column {column!r}")
+    if raw.empty:  # a header-only file (e.g. a subset with no test calcifications)
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
     # Cells carry stray spaces and embedded newlines (the real files end paths with "\n").
     frame = raw.apply(lambda col: col.astype(str).str.strip())
 
@@ -216,7 +218,7 @@ def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no {CSV_GLOB} files in {csv_dir}")
     frames = [_read_one(path) for path in files]
-    table = pd.concat(frames, ignore_index=True)
+    table = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
     for path, frame in zip(files, frames, strict=True):
         log.info("read %d case-description rows from %s", len(frame), path.name)
     return table
