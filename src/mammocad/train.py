@@ -1,0 +1,365 @@
+"""Training loop of the shallow CNN (paper Fig. 2) and the fine-tuned backbones (§4.3).
+
+Paper §4.2 fixes the recipe: Adam "with decay rate of 0.99 per epoch, and a
+regularization coefficient of 10^-5", batch size 64, and a "model checkpoint" that keeps
+"the weights of the model for every epoch with the best score". Here the score is taken on
+the validation split only (never the test split), training stops early once it has not
+improved for ``patience`` epochs (paper §3: "it helps us to stop early training"), and the
+layers frozen for transfer learning (paper §3) stay truly fixed: their batch-norm
+statistics are not updated either.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from mammocad.evaluate import roc_auc
+from mammocad.models.data import batches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (paper §4.2).
+
+    Attributes:
+        epochs: maximum number of passes over the training set.
+        batch_size: images per mini-batch (paper: 64).
+        lr: initial Adam learning rate.
+        weight_decay: Adam's L2 coefficient (paper: 10^-5).
+        lr_decay: factor the learning rate is multiplied by after each epoch (paper: 0.99).
+        patience: epochs without improvement of the selection metric before stopping;
+            ``0`` never stops early.
+        class_weighting: weight the cross-entropy by inverse class frequency of the
+            training set, for unbalanced benign/malignant counts.
+        select_on: validation metric that picks the best epoch: ``"val_auc"`` (higher is
+            better) or ``"val_loss"`` (lower is better).
+        threads: CPU threads for the run; ``0`` keeps PyTorch's default.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    lr_decay: float = 0.99
+    patience: int = 5
+    class_weighting: bool = False
+    select_on: Literal["val_loss", "val_auc"] = "val_auc"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        """Rejects values that cannot describe a training run, naming the field."""
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "lr_decay": 0 < self.lr_decay <= 1,
+            "patience": self.patience >= 0,
+            "select_on": self.select_on in ("val_loss", "val_auc"),
+            "threads": self.threads >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid train config {name}={getattr(self, name)!r}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        best_state: deep copy of the model's ``state_dict`` at the best epoch.
+        best_epoch: 1-based epoch with the best validation score.
+        history: one record per epoch: ``epoch`` (1-based), ``train_loss``, ``train_acc``,
+            ``val_loss``, ``val_acc``, ``val_auc`` (``None`` if the validation set holds
+            one class), ``lr`` (the rate after this epoch's decay, ``lr·decay^epoch``) and
+            ``seconds``.
+        stopped_early: whether training stopped before ``epochs`` for lack of improvement.
+        selected_on: the metric that picked ``best_epoch`` (``val_loss`` when ``val_auc``
+            was asked for but the validation set holds one class).
+        class_weights: the cross-entropy class weights, ``None`` without weighting.
+    """
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    selected_on: str = "val_auc"
+    class_weights: list[float] | None = None
+
+
+def class_weights(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency class weights ``n / (num_classes · n_c)``.
+
+    A balanced set gets weights of 1; a class absent from ``labels`` gets the weight of a
+    class seen once (it never enters the loss anyway).
+
+    Returns:
+        ``(num_classes,)`` float32 tensor.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    if (counts == 0).any():
+        logger.warning("class(es) %s absent from the training labels", _absent(counts))
+    weights = labels.numel() / (num_classes * counts.clamp(min=1))
+    return weights.to(torch.float32)
+
+
+def _absent(counts: torch.Tensor) -> list[int]:
+    return [i for i, c in enumerate(counts.tolist()) if c == 0]
+
+
+def frozen_batchnorms(model: nn.Module) -> list[nn.Module]:
+    """Batch-norm layers whose affine parameters are all frozen (paper §3 transfer learning).
+
+    A layer without affine parameters (``affine=False``) cannot be told frozen from
+    trainable by its parameters and trains normally.
+    """
+    found = []
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                found.append(module)
+    return found
+
+
+def train_mode(model: nn.Module) -> None:
+    """Puts ``model`` in training mode except its frozen batch-norm layers.
+
+    A frozen batch-norm layer in training mode would still normalise with the batch
+    statistics and overwrite its running averages, so the "frozen" ImageNet layers would
+    change after all; in eval mode they use their stored statistics and stay fixed.
+    """
+    model.train()
+    for module in frozen_batchnorms(model):
+        module.eval()
+
+
+def _num_classes(*label_sets: torch.Tensor) -> int:
+    top = max(int(labels.max()) for labels in label_sets)
+    return max(2, top + 1)
+
+
+def _labels_of(dataset: Dataset) -> torch.Tensor:
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+    return torch.as_tensor(labels, dtype=torch.int64)
+
+
+@torch.inference_mode()
+def _evaluate(
+    model: nn.Module, dataset: Dataset, batch_size: int, criterion: nn.CrossEntropyLoss
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Loss (weighted as in training), accuracy, labels and class-1 probabilities."""
+    model.eval()
+    loss_sum = weight_sum = 0.0
+    correct = 0
+    labels, probs = [], []
+    weight = criterion.weight
+    for x, y in batches(dataset, batch_size):
+        logits = model(x)
+        per_item = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
+        w = weight[y] if weight is not None else torch.ones_like(per_item)
+        loss_sum += float(per_item.sum(dtype=torch.float64))
+        weight_sum += float(w.sum(dtype=torch.float64))
+        correct += int((logits.argmax(1) == y).sum())
+        labels.append(y.numpy())
+        probs.append(torch.softmax(logits.float(), dim=1)[:, 1].numpy())
+    y_all = np.concatenate(labels)
+    return loss_sum / weight_sum, correct / len(y_all), y_all, np.concatenate(probs)
+
+
+def _better(value: float, best: float | None, select_on: str) -> bool:
+    if best is None:
+        return True
+    return value > best if select_on == "val_auc" else value < best
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Trains ``model`` and keeps the weights of its best validation epoch (paper §4.2).
+
+    Adam with weight decay over the trainable parameters only, an exponential learning
+    rate decay per epoch, cross-entropy (optionally class-weighted), early stopping on
+    the validation metric, and frozen batch-norm layers kept in eval mode. The model is
+    left holding the best epoch's weights. With the same inputs and seed on the same
+    machine, the history (except ``seconds``) and the weights are bit-identical.
+
+    Args:
+        model: a classifier mapping ``(B, C, H, W)`` to ``(B, num_classes)`` logits, with
+            its parameters' ``requires_grad`` already set (see ``build_model``).
+        train_set: training images, e.g. an :class:`~mammocad.models.data.ImageSet`.
+        val_set: validation images; the only data the best epoch is chosen on.
+        cfg: hyper-parameters.
+        seed: seeds PyTorch's global generator (dropout) and the shuffling generator.
+        on_epoch: called with each epoch's history record (for live metric logging).
+
+    Returns:
+        The best state, its epoch, the per-epoch history and whether training stopped
+        early.
+
+    Raises:
+        ValueError: for an empty training or validation set, a model without trainable
+            parameters, or a loss that becomes non-finite.
+    """
+    if len(train_set) == 0 or len(val_set) == 0:  # type: ignore[arg-type]
+        raise ValueError("training and validation sets must not be empty")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+
+    previous_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(model, train_set, val_set, cfg, seed, on_epoch, params)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    params: list[nn.Parameter],
+) -> FitResult:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    train_labels, val_labels = _labels_of(train_set), _labels_of(val_set)
+    num_classes = _num_classes(train_labels, val_labels)
+    weights = class_weights(train_labels, num_classes) if cfg.class_weighting else None
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+
+    select_on = cfg.select_on
+    if select_on == "val_auc" and len(torch.unique(val_labels)) < 2:
+        logger.warning("validation set holds one class: AUC undefined, selecting on val_loss")
+        select_on = "val_loss"
+    # A lone image in the last batch breaks batch norm on 1×1 feature maps; it is left
+    # out of that epoch only, as the permutation changes every epoch.
+    n_train = len(train_set)  # type: ignore[arg-type]
+    drop_last = n_train > cfg.batch_size and n_train % cfg.batch_size == 1
+
+    history: list[dict[str, Any]] = []
+    best_value: float | None = None
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] = {}
+    stale = 0
+    stopped_early = False
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=None)
+    for epoch in bar:
+        start = time.perf_counter()
+        train_mode(model)
+        loss_sum = 0.0
+        seen = correct = 0
+        for x, y in batches(train_set, cfg.batch_size, True, generator, drop_last):
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if not torch.isfinite(loss):
+                raise ValueError(f"epoch {epoch}: training loss became {float(loss)}")
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            seen += len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+        scheduler.step()
+
+        val_loss, val_acc, y_val, p_val = _evaluate(model, val_set, cfg.batch_size, criterion)
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "val_auc": roc_auc(y_val, p_val),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        value = record[select_on]
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"epoch {epoch}: {select_on} is {value}")
+        if _better(value, best_value, select_on):
+            best_value, best_epoch, stale = value, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        logger.info(
+            "epoch %d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auc %s | lr %.3g%s",
+            epoch,
+            record["train_loss"],
+            record["train_acc"],
+            val_loss,
+            val_acc,
+            "n/a" if record["val_auc"] is None else f"{record['val_auc']:.4f}",
+            record["lr"],
+            " (best)" if best_epoch == epoch else "",
+        )
+        bar.set_postfix(val_loss=f"{val_loss:.4f}", best=best_epoch)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if cfg.patience and stale >= cfg.patience and epoch < cfg.epochs:
+            stopped_early = True
+            logger.info("early stop after epoch %d: best epoch %d", epoch, best_epoch)
+            break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    return FitResult(
+        best_state=best_state,
+        best_epoch=best_epoch,
+        history=history,
+        stopped_early=stopped_early,
+        selected_on=select_on,
+        class_weights=None if weights is None else weights.tolist(),
+    )
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> np.ndarray:
+    """Probability of class 1 (malignant, or cancerous) for every image, in order.
+
+    The model is evaluated in eval mode (batch norm on stored statistics, no dropout) and
+    returned to the mode it was in.
+
+    Returns:
+        ``(N,)`` float64 array.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        probs = [
+            torch.softmax(model(x).float(), dim=1)[:, 1].to(torch.float64).numpy()
+            for x, _ in batches(dataset, batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float64)
