@@ -57,3 +57,19 @@ def start(stage: str, seed: int | None = None) -> None:
     )
     if seed is not None:
         seed_everything(seed)
+
+
+def mlflow_settings(params: dict[str, Any]) -> tuple[str, str]:
+    """The MLflow tracking URI and experiment from the ``mlflow`` section.
+
+    The default ``sqlite:///mlflow.db`` lives at the repository root; the environment
+    variable ``MLFLOW_TRACKING_URI`` overrides it (e.g. a shared tracking server).
+    """
+    section_ = params.get("mlflow") or {}
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or section_.get(
+        "tracking_uri", "sqlite:///mlflow.db"
+    )
+    experiment = section_.get("experiment", "mammocad")
+    if not isinstance(uri, str) or not isinstance(experiment, str):
+        raise SystemExit("params.yaml: mlflow.tracking_uri and mlflow.experiment are strings")
+    return uri, experiment

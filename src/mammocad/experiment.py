@@ -1,0 +1,346 @@
+"""Training and evaluation runs of paper §3–4, as used by the model stages.
+
+Glue between the data stages' outputs (split and augmented manifests) and the training,
+evaluation and checkpoint modules: which rows each model reads, how its images are
+normalised, and what its metrics files hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mammocad.checkpoint import load_checkpoint, save_checkpoint
+from mammocad.config import from_dict, to_dict
+from mammocad.evaluate import (
+    binary_metrics,
+    bootstrap_ci,
+    choose_threshold,
+    confusion,
+    curves,
+    latency_ms,
+    model_file_mb,
+)
+from mammocad.models.backbones import build_model, count_parameters, get_spec
+from mammocad.models.data import ImageSet, label_cancerous, label_malignant
+from mammocad.models.shallow import ShallowCNN, ShallowConfig
+from mammocad.train import FitResult, TrainConfig, fit, predict_proba
+
+log = logging.getLogger(__name__)
+
+SHALLOW = "shallow_cnn"
+
+
+@dataclass(frozen=True)
+class ShallowParams:
+    """The ``shallow`` params section (paper Fig. 2).
+
+    Attributes:
+        positive: which full mammograms count as cancerous: ``malignant`` (malignant
+            findings only; benign ones count as non-cancerous) or ``abnormal`` (any
+            finding). CBIS-DDSM itself has no normal images; the synthetic source has.
+        channels: output channels of the conv blocks.
+        dropout: dropout before the classifier.
+        train: optimisation settings.
+    """
+
+    positive: Literal["malignant", "abnormal"] = "abnormal"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    dropout: float = 0.3
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Settings of one backbone's fine-tuning (paper §3, §4.2).
+
+    Attributes:
+        init: ``imagenet``, ``scratch`` or ``auto`` (ImageNet where obtainable).
+        freeze: ``default`` (the backbone's early layers, see the registry) or ``none``.
+        train: optimisation settings.
+    """
+
+    init: Literal["imagenet", "scratch", "auto"] = "auto"
+    freeze: Literal["default", "none"] = "default"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The ``evaluate`` params section.
+
+    Attributes:
+        threshold: how the decision threshold is chosen on the validation split:
+            ``youden`` (max sensitivity + specificity), ``f1`` or ``fixed``.
+        fixed_threshold: the threshold of the ``fixed`` method.
+        bootstrap: patient-level bootstrap replicates of the 95 % intervals.
+        alpha: 1 − confidence level of the intervals.
+        latency_repeats: timed batch-1 forward passes for the CPU latency.
+    """
+
+    threshold: Literal["youden", "f1", "fixed"] = "youden"
+    fixed_threshold: float = 0.5
+    bootstrap: int = 1000
+    alpha: float = 0.05
+    latency_repeats: int = 20
+
+
+def resolve_finetune(section: dict[str, Any], backbone: str) -> FinetuneParams:
+    """Merges ``finetune.overrides.<backbone>`` over the shared ``finetune`` settings.
+
+    Args:
+        section: the ``finetune`` params section (with ``backbones`` and ``overrides``).
+        backbone: the backbone being trained.
+
+    Raises:
+        ConfigError: for unknown or mistyped keys, naming them.
+        KeyError: for an unknown backbone, listing the valid ones.
+    """
+    get_spec(backbone)
+    shared = {k: v for k, v in section.items() if k not in ("backbones", "overrides")}
+    override = (section.get("overrides") or {}).get(backbone) or {}
+    merged = {**shared, **{k: v for k, v in override.items() if k != "train"}}
+    merged["train"] = {**(shared.get("train") or {}), **(override.get("train") or {})}
+    return from_dict(FinetuneParams, merged, f"finetune(+overrides.{backbone})")
+
+
+def read_split(split_dir: Path, augmented_dir: Path, kind: str) -> dict[str, pd.DataFrame]:
+    """The train (augmented), val and test rows of one kind (``roi`` or ``full``)."""
+    frames = {"train": pd.read_csv(augmented_dir / "train.csv", keep_default_na=False)}
+    for name in ("val", "test"):
+        path = split_dir / f"{name}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the split has no {name} patients")
+        frames[name] = pd.read_csv(path, keep_default_na=False)
+    out = {}
+    for name, frame in frames.items():
+        part = frame[frame["kind"] == kind].reset_index(drop=True)
+        if kind == "roi":
+            part = part[part["pathology"].isin(["BENIGN", "MALIGNANT"])].reset_index(drop=True)
+        if part.empty:
+            raise ValueError(f"the {name} split holds no {kind} images")
+        out[name] = part
+    return out
+
+
+def _sets(
+    frames: dict[str, pd.DataFrame],
+    roots: dict[str, Path],
+    label_fn,
+    channels: int,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+) -> dict[str, ImageSet]:
+    return {
+        name: ImageSet(
+            frame,
+            roots[name],
+            label_fn,
+            channels=channels,
+            mean=mean,
+            std=std,
+            desc=f"load {name}",
+        )
+        for name, frame in frames.items()
+    }
+
+
+def grey_stats(dataset: ImageSet) -> tuple[float, float]:
+    """Mean and standard deviation of a preloaded set's grey levels in [0, 1]."""
+    x = dataset.images.to(torch.float64) / dataset._scale
+    return float(x.mean()), float(x.std())
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with everything its stage writes."""
+
+    model: nn.Module
+    fit: FitResult
+    info: dict[str, Any]
+    sets: dict[str, ImageSet]
+
+
+def train_backbone(
+    backbone: str,
+    params: FinetuneParams,
+    frames: dict[str, pd.DataFrame],
+    roots: dict[str, Path],
+    seed: int,
+) -> TrainedModel:
+    """Fine-tunes an ImageNet backbone on benign vs malignant patches (paper §3, §4.3).
+
+    Args:
+        backbone: registered backbone name.
+        params: init, freezing and optimisation settings.
+        frames: ``train``/``val``/``test`` ROI rows (see :func:`read_split`).
+        roots: directory each frame's ``image_path`` is relative to.
+        seed: seeds the head's initialisation and the training.
+    """
+    spec = get_spec(backbone)
+    torch.manual_seed(seed)
+    model, resolved = build_model(
+        backbone, params.init, freeze=None if params.freeze == "default" else ()
+    )
+    sets = _sets(frames, roots, label_malignant, 3, spec.mean, spec.std)
+    t0 = time.perf_counter()
+    result = fit(model, sets["train"], sets["val"], params.train, seed)
+    total, trainable = count_parameters(model)
+    info = {
+        "backbone": backbone,
+        "init_requested": params.init,
+        "init": resolved,
+        "freeze": params.freeze,
+        "params_total": total,
+        "params_trainable": trainable,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "selected_on": result.selected_on,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "n_train": len(sets["train"]),
+        "n_val": len(sets["val"]),
+        "best": result.history[result.best_epoch - 1] if result.history else {},
+        "input": {"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
+    }
+    return TrainedModel(model, result, info, sets)
+
+
+def train_shallow(
+    params: ShallowParams,
+    frames: dict[str, pd.DataFrame],
+    roots: dict[str, Path],
+    seed: int,
+) -> TrainedModel:
+    """Trains the shallow CNN on down-sized full mammograms, normal vs cancerous (Fig. 2).
+
+    Grey levels are standardised with the training set's mean and standard deviation:
+    raw [0, 1] inputs give batch norm a running variance far from the data's, which left
+    the network stuck at chance in evaluation mode.
+    """
+    label = partial(label_cancerous, positive=params.positive)
+    probe = ImageSet(frames["train"], roots["train"], label, desc="load train")
+    mean, std = grey_stats(probe)
+    sets = {"train": probe}
+    sets["train"] = ImageSet(
+        frames["train"], roots["train"], label, mean=(mean,), std=(std,), desc="load train"
+    )
+    for name in ("val", "test"):
+        sets[name] = ImageSet(
+            frames[name], roots[name], label, mean=(mean,), std=(std,), desc=f"load {name}"
+        )
+    torch.manual_seed(seed)
+    model = ShallowCNN(ShallowConfig(channels=params.channels, dropout=params.dropout))
+    t0 = time.perf_counter()
+    result = fit(model, sets["train"], sets["val"], params.train, seed)
+    total, trainable = count_parameters(model)
+    info = {
+        "backbone": SHALLOW,
+        "init": "scratch",
+        "positive": params.positive,
+        "params_total": total,
+        "params_trainable": trainable,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "selected_on": result.selected_on,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "n_train": len(sets["train"]),
+        "n_val": len(sets["val"]),
+        "best": result.history[result.best_epoch - 1] if result.history else {},
+        "input": {"channels": 1, "mean": [mean], "std": [std]},
+    }
+    return TrainedModel(model, result, info, sets)
+
+
+def evaluate_model(
+    model: nn.Module,
+    val_set: ImageSet,
+    test_set: ImageSet,
+    params: EvaluateParams,
+    seed: int,
+    checkpoint: Path | None = None,
+) -> dict[str, Any]:
+    """Test-split metrics with patient-bootstrap intervals (paper §4.1, and beyond it).
+
+    The threshold is chosen on the validation split and applied unchanged to the test
+    split. Returns a JSON-ready dict: point metrics, intervals, confusion matrix, curves,
+    parameter counts, model file size and batch-1 CPU latency.
+    """
+    val_prob = predict_proba(model, val_set)
+    test_prob = predict_proba(model, test_set)
+    y_val = val_set.labels.numpy()
+    y_test = test_set.labels.numpy()
+    threshold = choose_threshold(y_val, val_prob, params.threshold, params.fixed_threshold)
+    metrics = binary_metrics(y_test, test_prob, threshold)
+    ci = bootstrap_ci(
+        y_test,
+        test_prob,
+        test_set.groups,
+        threshold,
+        n_boot=params.bootstrap,
+        seed=seed,
+        alpha=params.alpha,
+    )
+    total, trainable = count_parameters(model)
+    shape = (1, *test_set.get_batch([0])[0].shape[1:])
+    out = {
+        "threshold": threshold,
+        "threshold_method": params.threshold,
+        "test": metrics,
+        "ci": ci,
+        "confusion": confusion(y_test, (test_prob >= threshold).astype(int)),
+        "val": binary_metrics(y_val, val_prob, threshold),
+        "n_test": len(test_set),
+        "n_test_patients": int(len(np.unique(test_set.groups))),
+        "params_total": total,
+        "params_trainable": trainable,
+        "params_millions": round(total / 1e6, 3),
+        "latency": latency_ms(model, shape, repeats=params.latency_repeats),
+        "curves": curves(y_test, test_prob),
+        "predictions": [
+            {"image_id": i, "patient_id": g, "label": int(y), "prob": float(p)}
+            for i, g, y, p in zip(
+                test_set.image_ids, test_set.groups, y_test, test_prob, strict=True
+            )
+        ],
+    }
+    if checkpoint is not None:
+        out["model_file_mb"] = round(model_file_mb(checkpoint), 3)
+    return out
+
+
+def save_trained(path: Path, trained: TrainedModel, config: dict[str, Any]) -> None:
+    """Writes the checkpoint (house style 5) of a trained model."""
+    save_checkpoint(
+        path,
+        trained.model,
+        trained.info["backbone"],
+        config,
+        trained.fit.best_epoch,
+        {k: v for k, v in trained.info.items() if k not in ("best", "input")},
+    )
+
+
+def load_trained_backbone(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet download needed)."""
+    ckpt = load_checkpoint(path)
+    model, _ = build_model(ckpt["backbone"], "scratch", freeze=())
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+def params_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a params dataclass, for checkpoints, metrics and MLflow."""
+    return to_dict(obj) if dataclasses.is_dataclass(obj) else dict(obj)

@@ -1,0 +1,216 @@
+"""The paper's Table 1, regenerated from this run's metrics, and a ROC figure (§4.3).
+
+The published values are kept beside this run's so a reader sees both; the paper reports
+accuracy, recall and precision only, this report adds ROC AUC with its patient-bootstrap
+95 % interval and the initialisation each backbone actually used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Table 1 of Ansar et al.: year, parameters (millions), and on CBIS-DDSM and DDSM the
+#: accuracy (%), recall and precision of mass malignant vs mass benign.
+PAPER_TABLE1: dict[str, dict[str, Any]] = {
+    "alexnet": {
+        "name": "AlexNet",
+        "year": 2012,
+        "params_m": 60,
+        "cbis": (73.0, 0.74, 0.71),
+        "ddsm": (86.5, 0.90, 0.86),
+    },
+    "vgg16": {
+        "name": "VGG-16",
+        "year": 2014,
+        "params_m": 138,
+        "cbis": (70.2, 0.72, 0.69),
+        "ddsm": (83.0, 0.84, 0.85),
+    },
+    "vgg19": {
+        "name": "VGG-19",
+        "year": 2014,
+        "params_m": 140,
+        "cbis": (70.7, 0.72, 0.70),
+        "ddsm": (84.3, 0.85, 0.87),
+    },
+    "resnet50": {
+        "name": "ResNet-50",
+        "year": 2015,
+        "params_m": 23,
+        "cbis": (63.7, 0.66, 0.50),
+        "ddsm": (85.6, 0.89, 0.74),
+    },
+    "googlenet": {
+        "name": "GoogLeNet",
+        "year": 2014,
+        "params_m": 10,
+        "cbis": (60.0, 0.70, 0.58),
+        "ddsm": (83.0, 0.86, 0.81),
+    },
+    "mobilenet_v1": {
+        "name": "MobileNet-v1",
+        "year": 2017,
+        "params_m": 3.2,
+        "cbis": (74.5, 0.76, 0.70),
+        "ddsm": (86.8, 0.95, 0.84),
+    },
+    "mobilenet_v2": {
+        "name": "MobileNet-v2",
+        "year": 2018,
+        "params_m": 2.5,
+        "cbis": (73.0, 0.77, 0.65),
+        "ddsm": (85.2, 0.92, 0.85),
+    },
+}
+
+COLUMNS = (
+    "cnn", "year", "params_m_paper", "params_m", "init",
+    "acc_paper_cbis", "acc", "acc_low", "acc_high",
+    "rec_paper_cbis", "rec", "pre_paper_cbis", "pre",
+    "auc", "auc_low", "auc_high", "n_test", "n_test_patients",
+)  # fmt: skip
+
+
+def _r(value: Any, digits: int) -> Any:
+    return None if value is None else round(float(value), digits)
+
+
+def build_table(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per evaluated backbone, in the paper's order, this run beside the paper.
+
+    Args:
+        evals: backbone name → its ``metrics/eval/<backbone>.json`` content.
+    """
+    rows = []
+    order = [b for b in PAPER_TABLE1 if b in evals] + sorted(set(evals) - set(PAPER_TABLE1))
+    for backbone in order:
+        m = evals[backbone]
+        paper = PAPER_TABLE1.get(backbone, {})
+        cbis = paper.get("cbis", (None, None, None))
+        test, ci = m["test"], m.get("ci", {})
+        acc_ci = ci.get("accuracy", {})
+        auc_ci = ci.get("roc_auc", {})
+        rows.append({
+            "cnn": paper.get("name", backbone),
+            "year": paper.get("year"),
+            "params_m_paper": paper.get("params_m"),
+            "params_m": _r(m["params_total"] / 1e6, 2),
+            "init": m.get("init", ""),
+            "acc_paper_cbis": cbis[0],
+            "acc": _r(100 * test["accuracy"], 1),
+            "acc_low": _r(None if acc_ci.get("low") is None else 100 * acc_ci["low"], 1),
+            "acc_high": _r(None if acc_ci.get("high") is None else 100 * acc_ci["high"], 1),
+            "rec_paper_cbis": cbis[1],
+            "rec": _r(test["recall"], 2),
+            "pre_paper_cbis": cbis[2],
+            "pre": _r(test["precision"], 2),
+            "auc": _r(test["roc_auc"], 3),
+            "auc_low": _r(auc_ci.get("low"), 3),
+            "auc_high": _r(auc_ci.get("high"), 3),
+            "n_test": m.get("n_test"),
+            "n_test_patients": m.get("n_test_patients"),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    return str(value)
+
+
+def _interval(value: Any, low: Any, high: Any) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value}"
+    return f"{value} [{low}, {high}]"
+
+
+def to_markdown(table: pd.DataFrame, source: str, shallow: Mapping[str, Any] | None) -> str:
+    """Table 1 as Markdown, with a note on what the run was and how to read it."""
+    head = (
+        "| CNN | Year | Params (M), paper | Params (M) | Init | Acc (%), paper | "
+        "Acc (%) [95% CI] | Rec, paper | Rec | Pre, paper | Pre | AUC [95% CI] |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in table.to_dict("records"):
+        lines.append(
+            f"| {r['cnn']} | {_fmt(r['year'])} | {_fmt(r['params_m_paper'])} | "
+            f"{_fmt(r['params_m'])} | {r['init']} | {_fmt(r['acc_paper_cbis'])} | "
+            f"{_interval(r['acc'], r['acc_low'], r['acc_high'])} | "
+            f"{_fmt(r['rec_paper_cbis'])} | {_fmt(r['rec'])} | {_fmt(r['pre_paper_cbis'])} | "
+            f"{_fmt(r['pre'])} | {_interval(r['auc'], r['auc_low'], r['auc_high'])} |"
+        )
+    n = table["n_test"].dropna()
+    p = table["n_test_patients"].dropna()
+    text = [
+        "# Table 1: mass malignant vs mass benign",
+        "",
+        f"This run: data source `{source}`, test split of "
+        f"{int(n.iloc[0]) if len(n) else '?'} patches from "
+        f"{int(p.iloc[0]) if len(p) else '?'} patients. Paper columns: Ansar et al., "
+        "Table 1, CBIS-DDSM. Intervals are 95 % percentile bootstrap intervals resampling "
+        "patients; the decision threshold was chosen on the validation split. Parameter "
+        "counts are of the two-class models. `Init` says whether ImageNet weights were "
+        "used (`imagenet`) or could not be had (`scratch`): scratch runs are not "
+        "comparable to the paper's.",
+        "",
+        head + "\n".join(lines),
+    ]
+    if shallow:
+        t = shallow["test"]
+        text += [
+            "",
+            "## Shallow CNN: normal vs cancerous full mammograms (paper Fig. 2)",
+            "",
+            f"Accuracy {_r(100 * t['accuracy'], 1)} %, recall {_r(t['recall'], 2)}, "
+            f"precision {_r(t['precision'], 2)}, AUC {_r(t['roc_auc'], 3)} on "
+            f"{shallow.get('n_test')} test images "
+            f"({_fmt(shallow['train'].get('positive'))} findings counted as cancerous); "
+            f"{_r(shallow['params_total'] / 1e6, 3)} M parameters.",
+        ]
+    return "\n".join(text) + "\n"
+
+
+def roc_figure(
+    curve_files: Mapping[str, str | os.PathLike], evals: Mapping[str, Any], path: str | os.PathLike
+) -> None:
+    """All backbones' test ROC curves in one PNG, each labelled with its AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    for name, file in curve_files.items():
+        frame = pd.read_csv(file)
+        auc = evals.get(name, {}).get("test", {}).get("roc_auc")
+        label = PAPER_TABLE1.get(name, {}).get("name", name)
+        ax.plot(
+            frame["fpr"],
+            frame["tpr"],
+            label=f"{label} (AUC {auc:.3f})" if auc is not None else label,
+        )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set(
+        xlabel="false positive rate (1 − specificity)",
+        ylabel="true positive rate (recall)",
+        title="Test ROC, mass malignant vs benign",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,93 @@
+"""Stage ``evaluate@<backbone>``: test-split metrics, curves and the MLflow run (§4.1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from mammocad.experiment import (
+    EvaluateParams,
+    evaluate_model,
+    load_trained_backbone,
+    params_dict,
+    read_split,
+)
+from mammocad.io import write_json
+from mammocad.models.data import ImageSet, label_malignant
+from mammocad.plots import write_curve
+from mammocad.tracking import log_run
+from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+
+log = logging.getLogger("stages.evaluate")
+
+
+def main(backbone: str) -> None:
+    params = load_params()
+    seed = scalar(params, "seed", int, 42)
+    start(f"evaluate@{backbone}", seed)
+    cfg = section(params, "evaluate", EvaluateParams)
+    ckpt_path = ROOT / f"models/{backbone}.pt"
+    model, ckpt = load_trained_backbone(ckpt_path)
+    norm = ckpt["config"]["input"]
+    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "roi")
+    sets = {
+        name: ImageSet(
+            frames[name],
+            ROOT / "data/patches",
+            label_malignant,
+            channels=3,
+            mean=norm["mean"],
+            std=norm["std"],
+            desc=f"load {name}",
+        )
+        for name in ("val", "test")
+    }
+    result = evaluate_model(model, sets["val"], sets["test"], cfg, seed, checkpoint=ckpt_path)
+    curves = result.pop("curves")
+    predictions = result.pop("predictions")
+    train_info = json.loads((ROOT / f"metrics/train/{backbone}.json").read_text())
+    result["init"] = train_info["init"]
+    result["best_epoch"] = train_info["best_epoch"]
+    write_json(ROOT / f"metrics/eval/{backbone}.json", result)
+    write_curve(ROOT / f"metrics/curves/roc/{backbone}.csv", curves["roc"], "fpr", "tpr", backbone)
+    write_curve(
+        ROOT / f"metrics/curves/pr/{backbone}.csv", curves["pr"], "recall", "precision", backbone
+    )
+    write_json(ROOT / f"metrics/predictions/{backbone}.json", predictions)
+    uri, experiment = mlflow_settings(params)
+    log_run(
+        uri,
+        experiment,
+        backbone,
+        params={
+            "finetune": train_info["config"]["finetune"],
+            "evaluate": params_dict(cfg),
+            "seed": seed,
+            "init": train_info["init"],
+            "backbone": backbone,
+        },
+        metrics={
+            **result,
+            "train": {k: v for k, v in train_info.items() if k not in ("config", "history")},
+        },
+        history=train_info["history"],
+        artifacts=[ckpt_path, ROOT / f"metrics/curves/roc/{backbone}.csv"],
+        tags={"stage": "evaluate", "model": backbone, "init": train_info["init"]},
+        artifact_root=ROOT / "mlartifacts",
+    )
+    t = result["test"]
+    log.info(
+        "%s: accuracy %.3f, precision %.3f, recall %s, AUC %s",
+        backbone,
+        t["accuracy"],
+        t["precision"],
+        t["recall"],
+        t["roc_auc"],
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m stages.evaluate <backbone>")
+    main(sys.argv[1])

@@ -1,0 +1,58 @@
+"""Stage ``finetune@<backbone>``: fine-tune one ImageNet backbone on ROI patches (§3, §4.2)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from mammocad.config import ConfigError
+from mammocad.experiment import (
+    params_dict,
+    read_split,
+    resolve_finetune,
+    save_trained,
+    train_backbone,
+)
+from mammocad.io import write_json
+from mammocad.plots import write_history
+from stages.common import ROOT, load_params, scalar, start
+
+log = logging.getLogger("stages.finetune")
+
+
+def main(backbone: str) -> None:
+    params = load_params()
+    seed = scalar(params, "seed", int, 42)
+    start(f"finetune@{backbone}", seed)
+    try:
+        cfg = resolve_finetune(params.get("finetune") or {}, backbone)
+    except (ConfigError, ValueError, KeyError) as exc:
+        raise SystemExit(f"params.yaml: {exc}") from None
+    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "roi")
+    roots = {
+        "train": ROOT / "data/augmented",
+        "val": ROOT / "data/patches",
+        "test": ROOT / "data/patches",
+    }
+    trained = train_backbone(backbone, cfg, frames, roots, seed)
+    config = {"finetune": params_dict(cfg), "seed": seed, "input": trained.info["input"]}
+    save_trained(ROOT / f"models/{backbone}.pt", trained, config)
+    write_history(ROOT / f"metrics/history/{backbone}.csv", trained.fit.history)
+    write_json(
+        ROOT / f"metrics/train/{backbone}.json",
+        {**trained.info, "config": config, "history": trained.fit.history},
+    )
+    log.info(
+        "%s: best epoch %d of %d (init %s), val AUC %s",
+        backbone,
+        trained.info["best_epoch"],
+        trained.info["epochs_run"],
+        trained.info["init"],
+        trained.info["best"].get("val_auc"),
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m stages.finetune <backbone>")
+    main(sys.argv[1])

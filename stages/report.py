@@ -1,0 +1,39 @@
+"""Stage ``report``: the paper's Table 1 from this run's metrics, and a ROC figure."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mammocad.io import atomic_file, write_csv
+from mammocad.report import build_table, roc_figure, to_markdown
+from stages.common import ROOT, load_params, start
+
+log = logging.getLogger("stages.report")
+
+
+def main() -> None:
+    params = load_params()
+    start("report")
+    backbones = (params.get("finetune") or {}).get("backbones") or []
+    evals = {}
+    for name in backbones:
+        path = ROOT / f"metrics/eval/{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"report: {path} not found (run evaluate@{name})")
+        evals[name] = json.loads(path.read_text())
+    shallow_path = ROOT / "metrics/shallow_cnn.json"
+    shallow = json.loads(shallow_path.read_text()) if shallow_path.is_file() else None
+    table = build_table(evals)
+    write_csv(ROOT / "reports/table1.csv", table)
+    source = (params.get("data") or {}).get("source", "?")
+    with atomic_file(ROOT / "reports/table1.md") as fh:
+        fh.write(to_markdown(table, str(source), shallow))
+    roc_figure(
+        {n: ROOT / f"metrics/curves/roc/{n}.csv" for n in evals}, evals, ROOT / "reports/roc.png"
+    )
+    log.info("reports/table1.md written for %d backbones", len(evals))
+
+
+if __name__ == "__main__":
+    main()

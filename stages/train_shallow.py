@@ -1,0 +1,75 @@
+"""Stage ``train_shallow``: the shallow CNN, full mammogram → normal vs cancerous (Fig. 2)."""
+
+from __future__ import annotations
+
+import logging
+
+from mammocad.experiment import (
+    SHALLOW,
+    EvaluateParams,
+    ShallowParams,
+    evaluate_model,
+    params_dict,
+    read_split,
+    save_trained,
+    train_shallow,
+)
+from mammocad.io import write_json
+from mammocad.plots import write_curve, write_history
+from mammocad.tracking import log_run
+from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+
+log = logging.getLogger("stages.train_shallow")
+
+
+def main() -> None:
+    params = load_params()
+    seed = scalar(params, "seed", int, 42)
+    start("train_shallow", seed)
+    cfg = section(params, "shallow", ShallowParams)
+    eval_cfg = section(params, "evaluate", EvaluateParams)
+    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "full")
+    roots = {
+        "train": ROOT / "data/augmented",
+        "val": ROOT / "data/patches",
+        "test": ROOT / "data/patches",
+    }
+    trained = train_shallow(cfg, frames, roots, seed)
+    ckpt = ROOT / f"models/{SHALLOW}.pt"
+    config = {"shallow": params_dict(cfg), "seed": seed, "input": trained.info["input"]}
+    save_trained(ckpt, trained, config)
+    result = evaluate_model(
+        trained.model, trained.sets["val"], trained.sets["test"], eval_cfg, seed, checkpoint=ckpt
+    )
+    curves = result.pop("curves")
+    result.pop("predictions")
+    write_history(ROOT / f"metrics/history/{SHALLOW}.csv", trained.fit.history)
+    write_curve(ROOT / f"metrics/curves/roc/{SHALLOW}.csv", curves["roc"], "fpr", "tpr", SHALLOW)
+    metrics = {"train": trained.info, **result}
+    write_json(ROOT / f"metrics/{SHALLOW}.json", metrics)
+    uri, experiment = mlflow_settings(params)
+    log_run(
+        uri,
+        experiment,
+        SHALLOW,
+        params={
+            "shallow": params_dict(cfg),
+            "evaluate": params_dict(eval_cfg),
+            "seed": seed,
+            "init": "scratch",
+        },
+        metrics=metrics,
+        history=trained.fit.history,
+        artifacts=[ckpt],
+        tags={"stage": "train_shallow", "model": SHALLOW},
+        artifact_root=ROOT / "mlartifacts",
+    )
+    log.info(
+        "shallow CNN: test accuracy %.3f, AUC %s",
+        result["test"]["accuracy"],
+        result["test"]["roc_auc"],
+    )
+
+
+if __name__ == "__main__":
+    main()

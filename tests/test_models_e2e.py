@@ -1,0 +1,122 @@
+"""End to end: the model stages under DVC on a tiny set, MLflow records, DVC experiments.
+
+One backbone (MobileNet-v2, from scratch, 64-pixel patches, one epoch) keeps this quick;
+the per-backbone forward/backward tests cover the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "MAMMOCAD_LOGLEVEL": "WARNING",
+        "MAMMOCAD_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("models") / "repo"
+    work.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        (work / name).write_bytes((REPO / name).read_bytes())
+    for name in ("stages", "src"):
+        _run(REPO, "cp", "-r", str(REPO / name), str(work / name))
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["synthetic"].update(n_patients=10, image_height=256)
+    params["patches"].update(image_size=64, full_height=64, full_width=40)
+    params["augment"]["copies"] = 1
+    params["shallow"]["train"].update(epochs=2, batch_size=16)
+    params["finetune"].update(backbones=["mobilenet_v2"], init="scratch")
+    params["finetune"]["train"].update(epochs=2, batch_size=16)
+    params["finetune"]["overrides"] = {"mobilenet_v2": {}}
+    params["evaluate"].update(bootstrap=50, latency_repeats=2)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(work, "git", "init", "-q")
+    _run(work, str(BIN / "dvc"), "init", "-q")
+    _run(work, str(BIN / "dvc"), "repro")
+    _run(work, "git", "add", "-A")
+    _run(work, "git", "commit", "-qm", "tiny pipeline")
+    return work
+
+
+def test_outputs_and_report(repo):
+    ev = json.loads((repo / "metrics/eval/mobilenet_v2.json").read_text())
+    assert ev["init"] == "scratch"
+    assert ev["params_total"] == 2_226_434
+    assert {"accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc"} <= set(
+        ev["test"]
+    )
+    assert set(ev["ci"]["accuracy"]) == {"low", "high", "n_valid"}
+    assert ev["latency"]["median_ms"] > 0 and ev["model_file_mb"] > 8
+    table = (repo / "reports/table1.md").read_text()
+    assert "| MobileNet-v2 | 2018 | 2.5 | 2.23 | scratch | 73.0 |" in table
+    assert (repo / "reports/roc.png").is_file()
+    shallow = json.loads((repo / "metrics/shallow_cnn.json").read_text())
+    assert shallow["train"]["epochs_run"] >= 1
+
+
+def test_checkpoint_loads_weights_only(repo):
+    import torch
+
+    ckpt = torch.load(repo / "models/mobilenet_v2.pt", weights_only=True)
+    assert set(ckpt) == {"model", "backbone", "config", "epoch", "metrics"}
+    assert ckpt["backbone"] == "mobilenet_v2"
+    assert ckpt["metrics"]["init"] == "scratch"
+
+
+def test_mlflow_runs_hold_params_and_metrics(repo):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mammocad")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"mobilenet_v2", "shallow_cnn"}
+    run = runs["mobilenet_v2"]
+    assert run.data.params["init"] == "scratch"
+    assert run.data.params["finetune.train.epochs"] == "2"
+    assert run.data.params["evaluate.threshold"] == "youden"
+    ev = json.loads((repo / "metrics/eval/mobilenet_v2.json").read_text())
+    assert run.data.metrics["test.accuracy"] == pytest.approx(ev["test"]["accuracy"])
+    assert run.data.metrics["params_total"] == 2_226_434
+    assert run.data.metrics["train.params_trainable"] < 2_226_434
+    steps = client.get_metric_history(run.info.run_id, "epoch.train_loss")
+    assert [m.step for m in steps] == list(range(1, len(steps) + 1))
+    assert "mobilenet_v2.pt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert runs["shallow_cnn"].data.params["shallow.positive"] == "abnormal"
+
+
+def test_dvc_exp_run_and_show(repo):
+    out = _run(repo, str(BIN / "dvc"), "exp", "run", "-S", "finetune.train.lr=0.001")
+    assert "Running stage 'finetune@mobilenet_v2'" in out
+    assert "Running stage 'train_shallow'" not in out  # it does not read finetune.*
+    shown = _run(repo, str(BIN / "dvc"), "exp", "show", "--json")
+    assert "0.001" in shown and "finetune.train.lr" in shown

@@ -1,0 +1,42 @@
+"""MLflow runs hold the params, per-epoch series, final metrics and the model file."""
+
+from mammocad.tracking import flatten, log_run, numeric_metrics
+
+
+def test_flatten_and_numeric_metrics():
+    assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": 2}) == {"a.b": 1, "a.c.d": "x", "e": 2}
+    m = numeric_metrics(
+        {"test": {"auc": 0.8, "n": 3, "ok": True, "none": None, "nan": float("nan")}, "name": "x"}
+    )
+    assert m == {"test.auc": 0.8, "test.n": 3.0}
+
+
+def test_log_run_roundtrip(tmp_path):
+    import mlflow
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_run(
+        uri,
+        "exp",
+        "mobilenet_v2",
+        params={"finetune": {"train": {"lr": 0.001}}, "init": "scratch"},
+        metrics={"test": {"accuracy": 0.75, "roc_auc": None}, "params_total": 2226434},
+        history=[
+            {"epoch": 1, "train_loss": 0.7, "val_auc": 0.6},
+            {"epoch": 2, "train_loss": 0.5, "val_auc": 0.7},
+        ],
+        artifacts=[model],
+        artifact_root=tmp_path / "artifacts",
+    )
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.data.params["finetune.train.lr"] == "0.001"
+    assert run.data.params["init"] == "scratch"
+    assert run.data.metrics["test.accuracy"] == 0.75
+    assert run.data.metrics["params_total"] == 2226434
+    assert "test.roc_auc" not in run.data.metrics
+    series = client.get_metric_history(run_id, "epoch.val_auc")
+    assert [(m.step, m.value) for m in series] == [(1, 0.6), (2, 0.7)]
+    assert [a.path for a in client.list_artifacts(run_id)] == ["model.pt"]
