@@ -1,6 +1,6 @@
 """End to end: the model stages under DVC on a tiny set, MLflow records, DVC experiments.
 
-One backbone (MobileNet-v2, from scratch, 64-pixel patches, one epoch) keeps this quick;
+Two backbones (the MobileNets, from scratch, 64-pixel patches, two epochs) keep this quick;
 the per-backbone forward/backward tests cover the others.
 """
 
@@ -55,9 +55,9 @@ def repo(tmp_path_factory):
     params["patches"].update(image_size=64, full_height=64, full_width=40)
     params["augment"]["copies"] = 1
     params["shallow"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"].update(backbones=["mobilenet_v2"], init="scratch")
+    params["finetune"].update(backbones=["mobilenet_v1", "mobilenet_v2"], init="scratch")
     params["finetune"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"]["overrides"] = {"mobilenet_v2": {}}
+    params["finetune"]["overrides"] = {"mobilenet_v1": {}, "mobilenet_v2": {}}
     params["evaluate"].update(bootstrap=50, latency_repeats=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(work, "git", "init", "-q")
@@ -99,7 +99,7 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mammocad")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"mobilenet_v2", "shallow_cnn"}
+    assert set(runs) == {"mobilenet_v1", "mobilenet_v2", "shallow_cnn"}
     run = runs["mobilenet_v2"]
     assert run.data.params["init"] == "scratch"
     assert run.data.params["finetune.train.epochs"] == "2"
@@ -117,6 +117,29 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
 def test_dvc_exp_run_and_show(repo):
     out = _run(repo, str(BIN / "dvc"), "exp", "run", "-S", "finetune.train.lr=0.001")
     assert "Running stage 'finetune@mobilenet_v2'" in out
+    assert "Running stage 'finetune@mobilenet_v1'" in out
     assert "Running stage 'train_shallow'" not in out  # it does not read finetune.*
-    shown = _run(repo, str(BIN / "dvc"), "exp", "show", "--json")
-    assert "0.001" in shown and "finetune.train.lr" in shown
+    shown = json.loads(_run(repo, str(BIN / "dvc"), "exp", "show", "--json"))
+    lrs = []
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                params = rev["data"]["params"]["params.yaml"]["data"]
+                lrs.append(params["finetune"]["train"]["lr"])
+                metrics = rev["data"]["metrics"]
+                assert "metrics/eval/mobilenet_v2.json" in metrics
+    assert lrs == [0.001]
+
+
+def test_override_reruns_one_backbone_only(repo):
+    out = _run(
+        repo,
+        str(BIN / "dvc"),
+        "exp",
+        "run",
+        "-S",
+        "++finetune.overrides.mobilenet_v1.train.lr=0.0001",
+    )
+    assert "Running stage 'finetune@mobilenet_v1'" in out
+    assert "Running stage 'evaluate@mobilenet_v1'" in out
+    assert "Running stage 'finetune@mobilenet_v2'" not in out

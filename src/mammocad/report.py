@@ -124,6 +124,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _num(value: Any) -> str:
+    """A number as written in the paper: 60, not 60.0; 3.2 stays 3.2."""
+    return "–" if value is None or pd.isna(value) else f"{float(value):g}"
+
+
 def _interval(value: Any, low: Any, high: Any) -> str:
     if value is None or pd.isna(value):
         return "–"
@@ -142,7 +147,7 @@ def to_markdown(table: pd.DataFrame, source: str, shallow: Mapping[str, Any] | N
     lines = []
     for r in table.to_dict("records"):
         lines.append(
-            f"| {r['cnn']} | {_fmt(r['year'])} | {_fmt(r['params_m_paper'])} | "
+            f"| {r['cnn']} | {_fmt(r['year'])} | {_num(r['params_m_paper'])} | "
             f"{_fmt(r['params_m'])} | {r['init']} | {_fmt(r['acc_paper_cbis'])} | "
             f"{_interval(r['acc'], r['acc_low'], r['acc_high'])} | "
             f"{_fmt(r['rec_paper_cbis'])} | {_fmt(r['rec'])} | {_fmt(r['pre_paper_cbis'])} | "
