@@ -58,6 +58,7 @@ PATHOLOGY_MAP: dict[str, str] = {
 
 #: Columns of the returned table, in order.
 OUTPUT_COLUMNS: tuple[str, ...] = (
+    "dataset",
     "source_file",
     "source_row",
     "category",
@@ -133,6 +134,8 @@ def _read_one(path: Path) -> pd.DataFrame:
     out["source_row"] = frame.index + 2  # 1-based, after the header line
     out["category"] = _CATEGORY[kind]
     out["official_split"] = split
+    # optional: sources other than CBIS-DDSM name their dataset (e.g. ``mias``)
+    out["dataset"] = frame["dataset"] if "dataset" in frame.columns else ""
     out["patient_id"] = frame["patient_id"]
     out["laterality"] = frame["left_or_right_breast"].str.upper()
     out["view"] = frame["image_view"].str.upper()
