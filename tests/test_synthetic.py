@@ -14,7 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from mammocad.sources.synthetic import COLUMNS, UID_PREFIX, SyntheticConfig, generate_synthetic
+from mammocad.sources.layout import COLUMNS, UID_PREFIX
+from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
 
 REAL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm"
 CSV_NAMES = [

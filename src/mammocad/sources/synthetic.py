@@ -30,7 +30,6 @@ the worker count. UIDs are hashes of the seed and the file's role, never of the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -41,17 +40,23 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
-from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from mammocad.io import write_csv
 from mammocad.parallel import imap
+from mammocad.sources.layout import (
+    COLUMNS,
+    KIND_FILE,
+    KIND_PREFIX,
+    SPLIT_PREFIX,
+    csv_path,
+    make_uid,
+    series_folder,
+    write_secondary_capture,
+)
 
 log = logging.getLogger(__name__)
 
 #: Root of the real CBIS-DDSM UIDs; synthetic UIDs append up to 39 digits (64 characters).
-UID_PREFIX = "1.3.6.1.4.1.9590.100.1.2."
 #: Width of a full mammogram relative to its height (CBIS-DDSM scans: about 2800 × 4600).
 ASPECT = 0.62
 #: The smooth anatomy is built at 1/4 of full size or 512 rows, whichever is larger (and
@@ -60,27 +65,6 @@ _LOW_RES = 512
 #: Crop aspect ratios (w/h) outside this range are dropped by the patches stage (§3.2).
 _CROP_ASPECT = (0.4, 1.5)
 
-_COMMON_HEAD = ["patient_id"]
-_COMMON_MID = ["left or right breast", "image view", "abnormality id", "abnormality type"]
-_COMMON_TAIL = [
-    "assessment",
-    "pathology",
-    "subtlety",
-    "image file path",
-    "cropped image file path",
-    "ROI mask file path",
-]
-#: Column order of each case-description file, as in the real CBIS-DDSM CSVs.
-COLUMNS: dict[str, list[str]] = {
-    "mass": [*_COMMON_HEAD, "breast_density", *_COMMON_MID, "mass shape", "mass margins"]
-    + _COMMON_TAIL,
-    "calc": [*_COMMON_HEAD, "breast density", *_COMMON_MID, "calc type", "calc distribution"]
-    + _COMMON_TAIL,
-    "normal": [*_COMMON_HEAD, "breast_density", *_COMMON_MID] + _COMMON_TAIL,
-}
-_KIND_PREFIX = {"mass": "Mass", "calcification": "Calc", "normal": "Normal"}
-_KIND_FILE = {"mass": "mass", "calcification": "calc", "normal": "normal"}
-_SPLIT_PREFIX = {"train": "Training", "test": "Test"}
 _SIDES = ("LEFT", "RIGHT")
 _VIEWS = ("CC", "MLO")
 
@@ -914,21 +898,10 @@ def _crop_box(rng: np.random.Generator, mask: np.ndarray) -> tuple[int, int, int
 # DICOM files and NBIA folder names
 
 
-def _uid(seed: int, *parts: str) -> str:
-    """A deterministic UID under the CBIS-DDSM root: 25 + up to 39 digits."""
-    digest = hashlib.sha256("|".join([str(seed), *parts]).encode()).digest()
-    return UID_PREFIX + str(int.from_bytes(digest[:16], "big") or 1)[:39]
-
-
 def _study_folder(date: str, study_uid: str, rng: np.random.Generator) -> str:
     """NBIA retriever study folder, e.g. ``08-07-2016-DDSM-74994`` (some add ``NA-``)."""
     na = "NA-" if rng.random() < 0.2 else ""
     return f"{date[4:6]}-{date[6:8]}-{date[:4]}-DDSM-{na}{study_uid[-5:]}"
-
-
-def _series_folder(description: str, series_uid: str) -> str:
-    """NBIA retriever series folder, e.g. ``1.000000-full mammogram images-24515``."""
-    return f"1.000000-{description}-{series_uid[-5:]}"
 
 
 @dataclass(frozen=True)
@@ -957,72 +930,6 @@ def _identity(rng: np.random.Generator, number: int, seed: int) -> _Identity:
     )
 
 
-def _write_dicom(
-    path: Path,
-    pixels: np.ndarray,
-    *,
-    who: _Identity,
-    subject: str,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    description: str,
-    side: str,
-    view: str,
-    instance: int,
-) -> None:
-    """Writes one uncompressed Secondary Capture image like a CBIS-DDSM file.
-
-    pydicom 3 takes the encoding from the Transfer Syntax UID (the ``is_little_endian`` /
-    ``is_implicit_VR`` attributes are deprecated there), so only the file meta sets it.
-    """
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = who.study_date
-    ds.ContentDate = who.study_date
-    ds.StudyTime = "120000"
-    ds.AccessionNumber = who.accession
-    ds.Modality = "MG"
-    ds.ConversionType = "WSD"
-    ds.InstitutionName = "SYNTHETIC BREAST IMAGING CENTRE"
-    ds.ReferringPhysicianName = ""
-    ds.SeriesDescription = description
-    ds.PatientName = who.name
-    ds.PatientID = subject
-    ds.PatientBirthDate = who.birth_date
-    ds.PatientSex = "F"
-    ds.BodyPartExamined = "BREAST"
-    ds.SecondaryCaptureDeviceManufacturer = "mammocad"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "DDSM"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = instance
-    ds.PatientOrientation = view
-    ds.Laterality = side[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = (int(n) for n in pixels.shape)
-    bits = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    data = np.ascontiguousarray(pixels, dtype="<u2" if bits == 16 else np.uint8).tobytes()
-    ds.PixelData = data + b"\0" if len(data) % 2 else data  # values have even length
-    ds["PixelData"].VR = "OW" if bits == 16 else "OB"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dcmwrite(path, ds, enforce_file_format=True)
-
-
 # --------------------------------------------------------------------------------------
 # one patient: images, files and CSV rows
 
@@ -1040,7 +947,7 @@ def _generate_patient(task: _PatientTask) -> _PatientResult:
     pid = f"P_{task.number:05d}"
     who = _identity(rng, task.number, task.seed)
     density = int(_choice(rng, _DENSITY))
-    split = _SPLIT_PREFIX[task.split]
+    split = SPLIT_PREFIX[task.split]
     root = task.out_dir / "CBIS-DDSM"
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     counts: Counter = Counter()
@@ -1050,14 +957,14 @@ def _generate_patient(task: _PatientTask) -> _PatientResult:
             _draw_lesion(rng, plan, breast.kind, height, density) for plan in breast.lesions
         ]
         counts[f"breasts_{breast.kind}"] += 1
-        key = (_KIND_FILE[breast.kind], task.split)
+        key = (KIND_FILE[breast.kind], task.split)
         for view in _VIEWS:
             width = 2 * int(round(height * ASPECT * rng.uniform(0.96, 1.04) / 2))
             image, placed, label = _render_view(
                 rng, height, width, breast.side, view, density, lesions
             )
             counts["film_labels"] += int(label)
-            subject = f"{_KIND_PREFIX[breast.kind]}-{split}_{pid}_{breast.side}_{view}"
+            subject = f"{KIND_PREFIX[breast.kind]}-{split}_{pid}_{breast.side}_{view}"
             (image_path,) = _write_series(
                 rng, root, who, subject, "full mammogram images", breast.side, view, [image]
             )
@@ -1096,28 +1003,34 @@ def _write_series(
     names ``00000N.dcm`` after the image's InstanceNumber ``N + 1``. With ``write=False``
     only the CSV paths are made, as for a series lost from a partial download.
     """
-    study_uid = _uid(who.seed, subject, "study")  # each subject has its own study
-    series_uid = _uid(who.seed, subject, description)
+    study_uid = make_uid(who.seed, subject, "study")  # each subject has its own study
+    series_uid = make_uid(who.seed, subject, description)
     folder = root / subject / _study_folder(who.study_date, study_uid, rng)
-    folder = folder / _series_folder(description, series_uid)
+    folder = folder / series_folder(description, series_uid)
     order = rng.permutation(len(images))
     paths = []
     for i, image in enumerate(images):
         if write:
-            _write_dicom(
+            write_secondary_capture(
                 folder / f"1-{int(order[i]) + 1}.dcm",
                 image,
-                who=who,
                 subject=subject,
                 study_uid=study_uid,
                 series_uid=series_uid,
-                sop_uid=_uid(who.seed, subject, description, str(i)),
+                sop_uid=make_uid(who.seed, subject, description, str(i)),
                 description=description,
                 side=side,
                 view=view,
                 instance=i + 1,
+                study_date=who.study_date,
+                identifying={
+                    "AccessionNumber": who.accession,
+                    "InstitutionName": "SYNTHETIC BREAST IMAGING CENTRE",
+                    "PatientName": who.name,
+                    "PatientBirthDate": who.birth_date,
+                },
             )
-        paths.append(f"{subject}/{study_uid}/{series_uid}/{i:06d}.dcm")
+        paths.append(csv_path(subject, study_uid, series_uid, i))
     return paths
 
 
@@ -1222,7 +1135,7 @@ def generate_synthetic(
     (out_dir / "CBIS-DDSM").mkdir(parents=True, exist_ok=True)
     tasks = _plan(cfg, seed, out_dir)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (kind, split): [] for kind in COLUMNS for split in _SPLIT_PREFIX
+        (kind, split): [] for kind in COLUMNS for split in SPLIT_PREFIX
     }
     counts: Counter = Counter()
     results = imap(_generate_patient, tasks, workers=workers, desc="synthetic", unit="patient")

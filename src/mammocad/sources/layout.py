@@ -1,0 +1,189 @@
+"""Writing the CBIS-DDSM layout of a TCIA download, which every source produces.
+
+``convert`` reads one layout: ``csv/`` with the case-description files and DICOM series
+below, joined by SeriesInstanceUID. Sources whose data come in another form (the synthetic
+generator, mini-MIAS PGMs, DDSM LJPEGs, a user's PNGs) write it through these helpers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+from mammocad.io import write_csv
+
+#: The DICOM UID root of CBIS-DDSM; generated UIDs use it too.
+UID_PREFIX = "1.3.6.1.4.1.9590.100.1.2."
+
+_COMMON_HEAD = ["patient_id"]
+_COMMON_MID = ["left or right breast", "image view", "abnormality id", "abnormality type"]
+_COMMON_TAIL = [
+    "assessment",
+    "pathology",
+    "subtlety",
+    "image file path",
+    "cropped image file path",
+    "ROI mask file path",
+]
+#: Column order of each case-description file, as in the real CBIS-DDSM CSVs.
+COLUMNS: dict[str, list[str]] = {
+    "mass": [*_COMMON_HEAD, "breast_density", *_COMMON_MID, "mass shape", "mass margins"]
+    + _COMMON_TAIL,
+    "calc": [*_COMMON_HEAD, "breast density", *_COMMON_MID, "calc type", "calc distribution"]
+    + _COMMON_TAIL,
+    "normal": [*_COMMON_HEAD, "breast_density", *_COMMON_MID] + _COMMON_TAIL,
+}
+#: Subject-folder prefix of each kind of finding (``Mass-Training_P_00001_LEFT_CC``).
+KIND_PREFIX = {"mass": "Mass", "calcification": "Calc", "normal": "Normal"}
+#: Case-description file stem of each kind of finding.
+KIND_FILE = {"mass": "mass", "calcification": "calc", "normal": "normal"}
+SPLIT_PREFIX = {"train": "Training", "test": "Test"}
+
+
+def make_uid(namespace: Any, *parts: str) -> str:
+    """A deterministic DICOM UID (at most 64 characters) from a namespace and parts."""
+    digest = hashlib.sha256("|".join([str(namespace), *parts]).encode()).digest()
+    return UID_PREFIX + str(int.from_bytes(digest[:16], "big") or 1)[:39]
+
+
+def subject_id(kind: str, split: str, patient_id: str, side: str, view: str) -> str:
+    """The CBIS-DDSM subject of a full image, e.g. ``Mass-Training_P_00001_LEFT_CC``."""
+    return f"{KIND_PREFIX[kind]}-{SPLIT_PREFIX[split]}_{patient_id}_{side}_{view}"
+
+
+def csv_path(subject: str, study_uid: str, series_uid: str, index: int = 0) -> str:
+    """A case-description path in the CBIS-DDSM convention."""
+    return f"{subject}/{study_uid}/{series_uid}/{index:06d}.dcm"
+
+
+def series_folder(description: str, series_uid: str) -> str:
+    """NBIA retriever series folder, e.g. ``1.000000-full mammogram images-24515``."""
+    return f"1.000000-{description}-{series_uid[-5:]}"
+
+
+def write_secondary_capture(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    subject: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    description: str,
+    side: str,
+    view: str,
+    instance: int,
+    study_date: str = "",
+    identifying: Mapping[str, str] | None = None,
+) -> None:
+    """Writes one uncompressed Secondary Capture mammogram (8- or 16-bit MONOCHROME2).
+
+    pydicom 3 takes the encoding from the Transfer Syntax UID alone.
+
+    Args:
+        path: file to write (parents are created).
+        pixels: 2-D ``uint8`` or ``uint16`` array.
+        subject: ``PatientID``, the subject folder name of the CSV path.
+        study_uid: StudyInstanceUID.
+        series_uid: SeriesInstanceUID (the CSV path's second UID).
+        sop_uid: SOPInstanceUID.
+        description: SeriesDescription (``full mammogram images``, ``ROI mask images``).
+        side: ``LEFT`` or ``RIGHT``.
+        view: ``CC`` or ``MLO``.
+        instance: InstanceNumber (``00000N.dcm`` in the CSV is instance ``N + 1``).
+        study_date: StudyDate, ``YYYYMMDD`` or empty.
+        identifying: extra header keywords (e.g. a fake ``PatientName``) that ``convert``
+            must drop; used by tests and the synthetic source.
+    """
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"{path}: expected a 2-D uint8/uint16 image, got {pixels.dtype} {pixels.shape}"
+        )
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = study_date
+    ds.ContentDate = study_date
+    ds.StudyTime = "120000"
+    ds.Modality = "MG"
+    ds.ConversionType = "WSD"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = description
+    ds.PatientID = subject
+    ds.PatientSex = "F"
+    ds.BodyPartExamined = "BREAST"
+    ds.SecondaryCaptureDeviceManufacturer = "mammocad"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "DDSM"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = instance
+    ds.PatientOrientation = view
+    ds.Laterality = side[0]
+    for keyword, value in (identifying or {}).items():
+        setattr(ds, keyword, value)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = (int(n) for n in pixels.shape)
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    data = np.ascontiguousarray(pixels, dtype="<u2" if bits == 16 else np.uint8).tobytes()
+    ds.PixelData = data + b"\0" if len(data) % 2 else data  # values have even length
+    ds["PixelData"].VR = "OW" if bits == 16 else "OB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, enforce_file_format=True)
+
+
+def case_frame(kind: str, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows of one case-description file in its real column order.
+
+    Args:
+        kind: file stem, ``mass``, ``calc`` or ``normal``.
+        rows: dicts keyed by the CSV's column names; a ``dataset`` key is kept as an
+            extra last column.
+    """
+    rows = list(rows)
+    columns = list(COLUMNS[kind])
+    if any("dataset" in r for r in rows):
+        columns.append("dataset")
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_case_csvs(
+    out_dir: Path, rows: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]]
+) -> dict[str, int]:
+    """Writes all six case-description files (header-only where a pair has no rows).
+
+    Args:
+        out_dir: the raw folder; files go to ``out_dir/csv``.
+        rows: ``(kind file stem, split)`` → rows, e.g. ``("mass", "train")``.
+
+    Returns:
+        Rows written per file name.
+    """
+    counts = {}
+    for kind in COLUMNS:
+        for split in ("train", "test"):
+            name = f"{kind}_case_description_{split}_set.csv"
+            frame = case_frame(kind, rows.get((kind, split), ()))
+            write_csv(Path(out_dir) / "csv" / name, frame)
+            counts[name] = len(frame)
+    return counts
