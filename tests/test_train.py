@@ -299,3 +299,21 @@ def test_single_class_validation_falls_back_to_val_loss(data):
     assert result.selected_on == "val_loss"
     assert all(r["val_auc"] is None for r in result.history)
     assert result.best_epoch == int(np.argmin([r["val_loss"] for r in result.history])) + 1
+
+
+def test_normalised_shares_images_and_changes_only_scaling(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from mammocad.io import write_png
+    from mammocad.models.data import ImageSet, label_malignant
+
+    write_png(tmp_path / "a.png", np.full((4, 4), 65535, np.uint16))
+    frame = pd.DataFrame(
+        [{"image_id": "a", "patient_id": "P", "pathology": "BENIGN", "image_path": "a.png"}]
+    )
+    raw = ImageSet(frame, tmp_path, label_malignant)
+    norm = raw.normalised((0.5,), (0.25,))
+    assert norm.images is raw.images
+    assert float(raw[0][0].max()) == 1.0
+    assert float(norm[0][0].max()) == 2.0  # (1 - 0.5) / 0.25

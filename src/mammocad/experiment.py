@@ -171,6 +171,32 @@ class TrainedModel:
     sets: dict[str, ImageSet]
 
 
+def _info(
+    name: str,
+    model: nn.Module,
+    result: FitResult,
+    sets: dict[str, ImageSet],
+    seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a training stage records about its run (metrics file, checkpoint, MLflow)."""
+    total, trainable = count_parameters(model)
+    return {
+        "backbone": name,
+        **extra,
+        "params_total": total,
+        "params_trainable": trainable,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "selected_on": result.selected_on,
+        "train_seconds": round(seconds, 2),
+        "n_train": len(sets["train"]),
+        "n_val": len(sets["val"]),
+        "best": result.history[result.best_epoch - 1] if result.history else {},
+    }
+
+
 def train_backbone(
     backbone: str,
     params: FinetuneParams,
@@ -195,24 +221,17 @@ def train_backbone(
     sets = _sets(frames, roots, label_malignant, 3, spec.mean, spec.std)
     t0 = time.perf_counter()
     result = fit(model, sets["train"], sets["val"], params.train, seed)
-    total, trainable = count_parameters(model)
-    info = {
-        "backbone": backbone,
-        "init_requested": params.init,
-        "init": resolved,
-        "freeze": params.freeze,
-        "params_total": total,
-        "params_trainable": trainable,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "selected_on": result.selected_on,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "n_train": len(sets["train"]),
-        "n_val": len(sets["val"]),
-        "best": result.history[result.best_epoch - 1] if result.history else {},
-        "input": {"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
-    }
+    info = _info(
+        backbone,
+        model,
+        result,
+        sets,
+        time.perf_counter() - t0,
+        init_requested=params.init,
+        init=resolved,
+        freeze=params.freeze,
+        input={"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
+    )
     return TrainedModel(model, result, info, sets)
 
 
@@ -229,37 +248,26 @@ def train_shallow(
     the network stuck at chance in evaluation mode.
     """
     label = partial(label_cancerous, positive=params.positive)
-    probe = ImageSet(frames["train"], roots["train"], label, desc="load train")
-    mean, std = grey_stats(probe)
-    sets = {"train": probe}
-    sets["train"] = ImageSet(
-        frames["train"], roots["train"], label, mean=(mean,), std=(std,), desc="load train"
-    )
-    for name in ("val", "test"):
-        sets[name] = ImageSet(
-            frames[name], roots[name], label, mean=(mean,), std=(std,), desc=f"load {name}"
-        )
+    raw = {
+        name: ImageSet(frames[name], roots[name], label, desc=f"load {name}")
+        for name in ("train", "val", "test")
+    }
+    mean, std = grey_stats(raw["train"])
+    sets = {name: s.normalised((mean,), (std,)) for name, s in raw.items()}
     torch.manual_seed(seed)
     model = ShallowCNN(ShallowConfig(channels=params.channels, dropout=params.dropout))
     t0 = time.perf_counter()
     result = fit(model, sets["train"], sets["val"], params.train, seed)
-    total, trainable = count_parameters(model)
-    info = {
-        "backbone": SHALLOW,
-        "init": "scratch",
-        "positive": params.positive,
-        "params_total": total,
-        "params_trainable": trainable,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "selected_on": result.selected_on,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "n_train": len(sets["train"]),
-        "n_val": len(sets["val"]),
-        "best": result.history[result.best_epoch - 1] if result.history else {},
-        "input": {"channels": 1, "mean": [mean], "std": [std]},
-    }
+    info = _info(
+        SHALLOW,
+        model,
+        result,
+        sets,
+        time.perf_counter() - t0,
+        init="scratch",
+        positive=params.positive,
+        input={"channels": 1, "mean": [mean], "std": [std]},
+    )
     return TrainedModel(model, result, info, sets)
 
 

@@ -10,6 +10,7 @@ so reading images never limits the speed of training.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -207,6 +208,16 @@ class ImageSet(Dataset):
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def normalised(self, mean: Sequence[float], std: Sequence[float]) -> ImageSet:
+        """The same images and labels (shared, not copied) with another normalisation."""
+        if len(mean) != self.channels or len(std) != self.channels or min(std) <= 0:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need {self.channels} "
+                             "value(s) each, std positive")
+        other = copy.copy(self)
+        other._mean = torch.tensor(mean, dtype=torch.float32).view(1, self.channels, 1, 1)
+        other._std = torch.tensor(std, dtype=torch.float32).view(1, self.channels, 1, 1)
+        return other
 
     def transform(self, raw: torch.Tensor) -> torch.Tensor:
         """Turns ``(B, H, W)`` stored pixels into ``(B, C, H, W)`` float network inputs."""
