@@ -6,6 +6,7 @@ import logging
 import sys
 
 from mammocad.config import ConfigError
+from mammocad.enhance import EnhanceConfig
 from mammocad.experiment import (
     params_dict,
     read_split,
@@ -14,8 +15,9 @@ from mammocad.experiment import (
     train_backbone,
 )
 from mammocad.io import write_json
+from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
-from stages.common import ROOT, load_params, scalar, start
+from stages.common import ROOT, load_params, scalar, section, start
 
 log = logging.getLogger("stages.finetune")
 
@@ -35,7 +37,15 @@ def main(backbone: str) -> None:
         "test": ROOT / "data/patches",
     }
     trained = train_backbone(backbone, cfg, frames, roots, seed)
-    config = {"finetune": params_dict(cfg), "seed": seed, "input": trained.info["input"]}
+    # the preprocessing travels with the model, so `mammocad predict` repeats it exactly
+    config = {
+        "finetune": params_dict(cfg),
+        "seed": seed,
+        "input": trained.info["input"],
+        "enhance": params_dict(section(params, "enhance", EnhanceConfig)),
+        "patches": params_dict(section(params, "patches", PatchesConfig)),
+        "patch_px": trained.info["patch_px"],
+    }
     save_trained(ROOT / f"models/{backbone}.pt", trained, config)
     write_history(ROOT / f"metrics/history/{backbone}.csv", trained.fit.history)
     write_json(

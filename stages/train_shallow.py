@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from mammocad.enhance import EnhanceConfig
 from mammocad.experiment import (
     SHALLOW,
     EvaluateParams,
@@ -15,6 +16,7 @@ from mammocad.experiment import (
     train_shallow,
 )
 from mammocad.io import write_json
+from mammocad.patches import PatchesConfig
 from mammocad.plots import write_curve, write_history
 from mammocad.tracking import log_run
 from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
@@ -36,7 +38,13 @@ def main() -> None:
     }
     trained = train_shallow(cfg, frames, roots, seed)
     ckpt = ROOT / f"models/{SHALLOW}.pt"
-    config = {"shallow": params_dict(cfg), "seed": seed, "input": trained.info["input"]}
+    config = {
+        "shallow": params_dict(cfg),
+        "seed": seed,
+        "input": trained.info["input"],
+        "enhance": params_dict(section(params, "enhance", EnhanceConfig)),
+        "patches": params_dict(section(params, "patches", PatchesConfig)),
+    }
     save_trained(ckpt, trained, config)
     result = evaluate_model(
         trained.model, trained.sets["val"], trained.sets["test"], eval_cfg, seed, checkpoint=ckpt

@@ -171,6 +171,17 @@ class TrainedModel:
     sets: dict[str, ImageSet]
 
 
+def training_patch_px(frame: pd.DataFrame) -> float:
+    """Median side, in full-image pixels, of the ROI crops behind the training patches.
+
+    Localization rescales a full mammogram so that lesions appear at this training scale.
+    """
+    sides = frame.loc[frame["kind"] == "roi", ["source_height", "source_width"]]
+    if sides.empty:
+        return float("nan")
+    return float(np.median(sides.astype(float).max(axis=1)))
+
+
 def _info(
     name: str,
     model: nn.Module,
@@ -231,6 +242,7 @@ def train_backbone(
         init=resolved,
         freeze=params.freeze,
         input={"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
+        patch_px=training_patch_px(frames["train"]),
     )
     return TrainedModel(model, result, info, sets)
 
