@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ import pydicom
 import pytest
 from dicom_factory import csv_path, make_dataset, nbia_dir, save, uid, write_case_csv
 from pydicom.data import get_testdata_files
+from shared_data import IN_CI, require, shared_dir
 
 from mammocad.cbis import OUTPUT_COLUMNS, read_case_descriptions
 from mammocad.convert import (
@@ -25,25 +25,6 @@ from mammocad.convert import (
     reason_category,
 )
 from mammocad.io import read_png
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def shared_dir() -> Path:
-    """The shared data folder: ``$MAMMOCAD_SHARED`` or ``../shared`` beside the repo."""
-    override = os.environ.get("MAMMOCAD_SHARED")
-    return Path(override) if override else REPO_ROOT.parent / "shared"
-
-
-def require(path: Path, what: str) -> Path:
-    """Skips (fails under CI=true) when ``path`` is absent."""
-    if not path.exists():
-        message = f"{what} not found at {path} (set MAMMOCAD_SHARED to the shared folder)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def cbis_csv_dir() -> Path:
@@ -406,9 +387,10 @@ def test_convert_hand_built_tree(tree, tmp_path):
     # Metadata and pathology mapping; one full row for the two-lesion image.
     p1 = full.loc["Mass-Training_P_00001_LEFT_CC"]
     assert (p1["patient_id"], p1["laterality"], p1["view"]) == ("P_00001", "LEFT", "CC")
+    # the dataset of rows that name none is the single source of source.json
     assert (p1["official_split"], p1["dataset"], p1["abnormality_type"]) == (
         "train",
-        "cbis-ddsm",
+        "hand-built",
         "mass",
     )
     assert p1["pathology"] == "MALIGNANT"  # the worst of its two ROIs

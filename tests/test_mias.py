@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import re
 import tarfile
 import threading
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from shared_data import require, shared_dir
 
 from mammocad.convert import convert_dataset
 from mammocad.io import read_png
@@ -38,25 +38,13 @@ from mammocad.sources.mias import (
     split_patients,
 )
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def shared_dir() -> Path:
-    """The shared data folder: ``$MAMMOCAD_SHARED`` or ``../shared`` beside the repo."""
-    override = os.environ.get("MAMMOCAD_SHARED")
-    return Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared"
-
 
 @pytest.fixture(scope="module")
 def sample_archive() -> Path:
     """The real 60-film sample: skipped where absent (a user's clone), required in CI."""
-    path = shared_dir() / "data" / "mias-sample" / "mias-sample.tar.gz"
-    if not path.exists():
-        message = f"mini-MIAS sample not found at {path} (set MAMMOCAD_SHARED)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require(
+        shared_dir() / "data" / "mias-sample" / "mias-sample.tar.gz", "mini-MIAS sample"
+    )
 
 
 # --- Info.txt ---------------------------------------------------------------------------------

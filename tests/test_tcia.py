@@ -520,3 +520,24 @@ def test_config_validation():
         TciaConfig(connections=0)
     with pytest.raises(ValueError, match="base_url"):
         TciaConfig(base_url="ftp://x/")
+
+
+def test_download_stage_resumes_from_download_dir(nbia: EmulatedNbia, tmp_path: Path) -> None:
+    """Through the source registry: the cache outlives data/raw, so a rerun fetches nothing."""
+    from mammocad.sources import DataConfig, download
+
+    cfg = DataConfig(
+        source="cbis-ddsm", download_dir=str(tmp_path / "downloads"), cbis_ddsm=config(nbia)
+    )
+    first = download(tmp_path / "raw", cfg, seed=0, workers=1)
+    requested = nbia.image_requests()
+    assert first["series_verified"] == first["series_expected"] > 0
+    assert requested == first["series_expected"]
+    assert not (tmp_path / "raw/.tcia").exists()  # download state stays in the cache
+
+    second = download(tmp_path / "raw", cfg, seed=0, workers=1)  # DVC reruns the stage
+    assert nbia.image_requests() == requested  # nothing fetched again
+    assert second["series_present"] == first["series_expected"]
+    result = convert_dataset(tmp_path / "raw", tmp_path / "conv", workers=1)
+    assert set(result.manifest["dataset"]) == {"cbis-ddsm"}
+    assert result.metrics["skipped_items"] == 0

@@ -34,6 +34,7 @@ written (see :data:`mammocad.dicom.SAFE_FIELDS`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -583,6 +584,18 @@ def _counts(frame: pd.DataFrame, kind: str, column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(Counter(values).items())}
 
 
+def default_dataset(raw_dir: Path) -> str:
+    """The dataset name of rows that do not give one: the single source in
+    ``source.json`` (e.g. ``synthetic``), else ``cbis-ddsm``, whose layout this is."""
+    try:
+        source = json.loads((Path(raw_dir) / "source.json").read_text())["source"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return DATASET
+    if isinstance(source, list):
+        return source[0] if len(source) == 1 else DATASET
+    return str(source) if source else DATASET
+
+
 def convert_dataset(
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -615,6 +628,7 @@ def convert_dataset(
     raw_dir = Path(raw_dir)
     out_dir = Path(out_dir)
     table = cbis.read_case_descriptions(raw_dir / "csv")
+    table["dataset"] = table["dataset"].where(table["dataset"] != "", default_dataset(raw_dir))
     index = index_dicoms(raw_dir, workers=workers)
 
     referenced = set(table["full_series_uid"]) | set(table["crop_series_uid"])
