@@ -657,3 +657,73 @@ def test_header_only_csv_is_read_as_no_rows(tmp_path):
     table = cbis.read_case_descriptions(tmp_path)
     assert len(table) == 0
     assert list(table.columns) == list(cbis.OUTPUT_COLUMNS)
+
+
+def test_interrupted_convert_resumes(tmp_path, monkeypatch):
+    """An interruption keeps finished images; the rerun converts only the rest."""
+    from mammocad import convert as convert_module
+    from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
+
+    raw = tmp_path / "raw"
+    generate_synthetic(raw, SyntheticConfig(n_patients=3, image_height=256), seed=5, workers=1)
+    clean = convert_dataset(raw, tmp_path / "clean", workers=1)
+
+    real = convert_module._convert_image
+    calls: list[str] = []
+
+    def interrupted(task):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(task.image_id)
+        return real(task)
+
+    out = tmp_path / "converted"
+    monkeypatch.setattr(convert_module, "_convert_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_dataset(raw, out, workers=1)
+    assert not out.exists()
+    assert (tmp_path / ".converted.partial").is_dir()
+
+    resumed: list[str] = []
+
+    def counting(task):
+        resumed.append(task.image_id)
+        return real(task)
+
+    monkeypatch.setattr(convert_module, "_convert_image", counting)
+    result = convert_dataset(raw, out, workers=1)
+    assert len(resumed) == clean.metrics["full_images_expected"] - 5
+    assert not set(resumed) & set(calls)
+    pd.testing.assert_frame_equal(result.manifest, clean.manifest)
+    for rel in clean.manifest["image_path"]:
+        assert (out / rel).read_bytes() == (tmp_path / "clean" / rel).read_bytes()
+    assert not (tmp_path / ".converted.partial").exists()
+
+
+def test_changed_input_does_not_resume_stale_work(tmp_path, monkeypatch):
+    from mammocad import convert as convert_module
+    from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
+
+    raw = tmp_path / "raw"
+    generate_synthetic(raw, SyntheticConfig(n_patients=2, image_height=256), seed=1, workers=1)
+    real = convert_module._convert_image
+    state = {"n": 0}
+
+    def interrupted(task):
+        if state["n"] == 2:
+            raise KeyboardInterrupt
+        state["n"] += 1
+        return real(task)
+
+    monkeypatch.setattr(convert_module, "_convert_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_dataset(raw, tmp_path / "converted", workers=1)
+    # the raw data change between runs: earlier work must not be reused
+    import shutil
+
+    shutil.rmtree(raw)
+    generate_synthetic(raw, SyntheticConfig(n_patients=2, image_height=256), seed=2, workers=1)
+    seen: list[str] = []
+    monkeypatch.setattr(convert_module, "_convert_image", lambda t: seen.append(t) or real(t))
+    result = convert_dataset(raw, tmp_path / "converted", workers=1)
+    assert len(seen) == result.metrics["full_images_expected"]

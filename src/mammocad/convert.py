@@ -34,10 +34,12 @@ written (see :data:`mammocad.dicom.SAFE_FIELDS`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from mammocad import cbis
+from mammocad import dicom as dicom_module
 from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.io import atomic_dir, write_csv, write_png
 from mammocad.parallel import imap
@@ -584,6 +587,55 @@ def _counts(frame: pd.DataFrame, kind: str, column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(Counter(values).items())}
 
 
+JOURNAL = "journal.jsonl"
+_FINGERPRINT = "fingerprint"
+
+
+def _fingerprint(table: pd.DataFrame, index: DicomIndex) -> str:
+    """What a partial conversion was made from: the case descriptions, the DICOM files
+    (paths, sizes, modification times) and the converter's own code. A resumed run reuses
+    earlier work only when all of them are unchanged."""
+    h = hashlib.sha256()
+    h.update(table.to_csv(index=False).encode())
+    for uid in sorted(index.series):
+        for path in index.series[uid]:
+            st = path.stat()
+            h.update(f"{uid}|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for module in (__file__, cbis.__file__, dicom_module.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def _open_partial(out_dir: Path, fingerprint: str) -> Path:
+    """The work folder beside ``out_dir`` that survives an interrupted run.
+
+    Images are written there as they are converted and listed in a journal; a rerun with
+    the same fingerprint skips them, any other rerun starts afresh.
+    """
+    partial = out_dir.parent / f".{out_dir.name}.partial"
+    stamp = partial / _FINGERPRINT
+    if not (stamp.is_file() and stamp.read_text() == fingerprint):
+        shutil.rmtree(partial, ignore_errors=True)
+        for sub in ("full", "roi"):
+            (partial / sub).mkdir(parents=True)
+        stamp.write_text(fingerprint)
+        (partial / JOURNAL).touch()
+    return partial
+
+
+def _read_journal(partial: Path) -> dict[str, dict[str, Any]]:
+    """Results of the images an earlier run finished; a torn last line is ignored."""
+    done = {}
+    with open(partial / JOURNAL) as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the run stopped while writing this line
+            done[entry["image_id"]] = entry["result"]
+    return done
+
+
 def default_dataset(raw_dir: Path) -> str:
     """The dataset name of rows that do not give one: the single source in
     ``source.json`` (e.g. ``synthetic``), else ``cbis-ddsm``, whose layout this is."""
@@ -640,87 +692,108 @@ def convert_dataset(
                 {"file": _rel(p, raw_dir), "image_id": "", "reason": UNREFERENCED} for p in files
             )
 
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "full").mkdir()
-        (tmp / "roi").mkdir()
-        tasks, item_skips, n_full, n_roi = _plan(table, index, raw_dir, tmp)
-        rows_by_image = {k: g for k, g in table.groupby("image_id", sort=False)}
-        manifest_rows: list[dict[str, Any]] = []
-        swapped = mismatched_ids = 0
-        results = imap(
-            _convert_image, tasks, workers=workers, desc="convert", total=len(tasks), unit="img"
-        )
-        for task, result in zip(tasks, results, strict=True):
-            item_skips.extend(result["skipped"])
-            mismatched_ids += int(result["patient_id_mismatch"])
-            if result["full"] is None:
-                continue
-            rows = rows_by_image[task.image_id]
-            manifest_rows.append(_full_row(task.image_id, rows, result["full"]))
-            by_roi: dict[str, pd.Series] = {}
-            for _, r in rows.iterrows():
-                by_roi.setdefault(_roi_id(r), r)  # the first of duplicated rows, as planned
-            for written in result["rois"]:
-                swapped += int(written["swapped"])
-                manifest_rows.append(_roi_row(by_roi[written["roi_id"]], written))
+    partial = _open_partial(out_dir, _fingerprint(table, index))
+    done = _read_journal(partial)
+    tasks, item_skips, n_full, n_roi = _plan(table, index, raw_dir, partial)
+    todo = [t for t in tasks if t.image_id not in done]
+    if done:
+        log.info("resuming: %d of %d images already converted", len(tasks) - len(todo), len(tasks))
+    with open(partial / JOURNAL, "a") as journal:
+        for task, result in zip(
+            todo,
+            imap(
+                _convert_image, todo, workers=workers, desc="convert", total=len(todo), unit="img"
+            ),
+            strict=True,
+        ):
+            done[task.image_id] = result
+            journal.write(json.dumps({"image_id": task.image_id, "result": result}) + "\n")
+            journal.flush()
 
-        manifest = _frame(manifest_rows, MANIFEST_COLUMNS)
-        skipped = _frame(item_skips + stray, SKIPPED_COLUMNS)
-        n_items = n_full + n_roi
-        fraction = len(item_skips) / n_items if n_items else 0.0
-        metrics: dict[str, Any] = {
-            "csv_rows": len(table),
-            "csv_items": n_items,
-            "full_images_expected": n_full,
-            "rois_expected": n_roi,
-            "full_images_written": int((manifest["kind"] == "full").sum()),
-            "rois_written": int((manifest["kind"] == "roi").sum()),
-            "full_images_by_pathology": _counts(manifest, "full", "pathology"),
-            "full_images_by_type": _counts(manifest, "full", "abnormality_type"),
-            "rois_by_pathology": _counts(manifest, "roi", "pathology"),
-            "rois_by_type": _counts(manifest, "roi", "abnormality_type"),
-            "skipped_items": len(item_skips),
-            "skipped_fraction": round(fraction, 6),
-            "max_skipped_fraction": max_skipped_fraction,
-            "skipped_by_reason": dict(
-                sorted(Counter(reason_category(s["reason"]) for s in item_skips).items())
-            ),
-            "stray_files": len(stray),
-            "stray_files_by_reason": dict(
-                sorted(Counter(reason_category(s["reason"]) for s in stray).items())
-            ),
-            "swapped_crop_mask_rows": swapped,
-            "patient_id_mismatches": mismatched_ids,
-            "dicom_files_indexed": sum(len(v) for v in index.series.values()),
-        }
-        for skip in item_skips:
-            log.debug("skipped %s (%s): %s", skip["image_id"], skip["file"], skip["reason"])
-        if mismatched_ids:
-            log.warning(
-                "%d full images whose PatientID differs from the CSV subject", mismatched_ids
+    try:
+        with atomic_dir(out_dir) as tmp:
+            rows_by_image = {k: g for k, g in table.groupby("image_id", sort=False)}
+            manifest_rows: list[dict[str, Any]] = []
+            swapped = mismatched_ids = 0
+            for task in tasks:
+                result = done[task.image_id]
+                item_skips.extend(result["skipped"])
+                mismatched_ids += int(result["patient_id_mismatch"])
+                if result["full"] is None:
+                    continue
+                rows = rows_by_image[task.image_id]
+                manifest_rows.append(_full_row(task.image_id, rows, result["full"]))
+                by_roi: dict[str, pd.Series] = {}
+                for _, r in rows.iterrows():
+                    by_roi.setdefault(_roi_id(r), r)  # the first of duplicated rows, as planned
+                for written in result["rois"]:
+                    swapped += int(written["swapped"])
+                    manifest_rows.append(_roi_row(by_roi[written["roi_id"]], written))
+
+            manifest = _frame(manifest_rows, MANIFEST_COLUMNS)
+            skipped = _frame(item_skips + stray, SKIPPED_COLUMNS)
+            n_items = n_full + n_roi
+            fraction = len(item_skips) / n_items if n_items else 0.0
+            metrics: dict[str, Any] = {
+                "csv_rows": len(table),
+                "csv_items": n_items,
+                "full_images_expected": n_full,
+                "rois_expected": n_roi,
+                "full_images_written": int((manifest["kind"] == "full").sum()),
+                "rois_written": int((manifest["kind"] == "roi").sum()),
+                "full_images_by_pathology": _counts(manifest, "full", "pathology"),
+                "full_images_by_type": _counts(manifest, "full", "abnormality_type"),
+                "rois_by_pathology": _counts(manifest, "roi", "pathology"),
+                "rois_by_type": _counts(manifest, "roi", "abnormality_type"),
+                "skipped_items": len(item_skips),
+                "skipped_fraction": round(fraction, 6),
+                "max_skipped_fraction": max_skipped_fraction,
+                "skipped_by_reason": dict(
+                    sorted(Counter(reason_category(s["reason"]) for s in item_skips).items())
+                ),
+                "stray_files": len(stray),
+                "stray_files_by_reason": dict(
+                    sorted(Counter(reason_category(s["reason"]) for s in stray).items())
+                ),
+                "swapped_crop_mask_rows": swapped,
+                "patient_id_mismatches": mismatched_ids,
+                "dicom_files_indexed": sum(len(v) for v in index.series.values()),
+            }
+            for skip in item_skips:
+                log.debug("skipped %s (%s): %s", skip["image_id"], skip["file"], skip["reason"])
+            if mismatched_ids:
+                log.warning(
+                    "%d full images whose PatientID differs from the CSV subject", mismatched_ids
+                )
+            log.info(
+                "converted %d full images and %d ROIs; skipped %d of %d CSV items (%.1f%%), "
+                "%d stray files, %d swapped crop/mask rows",
+                metrics["full_images_written"],
+                metrics["rois_written"],
+                len(item_skips),
+                n_items,
+                100 * fraction,
+                len(stray),
+                swapped,
             )
-        log.info(
-            "converted %d full images and %d ROIs; skipped %d of %d CSV items (%.1f%%), "
-            "%d stray files, %d swapped crop/mask rows",
-            metrics["full_images_written"],
-            metrics["rois_written"],
-            len(item_skips),
-            n_items,
-            100 * fraction,
-            len(stray),
-            swapped,
-        )
-        if metrics["full_images_written"] == 0:
-            raise ConvertError(
-                f"no usable full image in {raw_dir}: {_summary(item_skips, n_items)}"
-            )
-        if fraction > max_skipped_fraction:
-            raise ConvertError(
-                f"skipped {len(item_skips)} of {n_items} CSV items ({fraction:.1%}), more than "
-                f"max_skipped_fraction={max_skipped_fraction:g}: {_summary(item_skips, n_items)}"
-            )
-        write_csv(tmp / "manifest.csv", manifest)
-        write_csv(tmp / "skipped.csv", skipped)
+            if metrics["full_images_written"] == 0:
+                raise ConvertError(
+                    f"no usable full image in {raw_dir}: {_summary(item_skips, n_items)}"
+                )
+            if fraction > max_skipped_fraction:
+                raise ConvertError(
+                    f"skipped {len(item_skips)} of {n_items} CSV items ({fraction:.1%}), more than "
+                    f"max_skipped_fraction={max_skipped_fraction:g}: {_summary(item_skips, n_items)}"
+                )
+            for sub in ("full", "roi"):
+                os.replace(partial / sub, tmp / sub)
+            write_csv(tmp / "manifest.csv", manifest)
+            write_csv(tmp / "skipped.csv", skipped)
+    except ConvertError:
+        # a verdict on the data, not an interruption: nothing to resume
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(partial, ignore_errors=True)
     return ConvertResult(manifest=manifest, skipped=skipped, metrics=metrics)
 
 
