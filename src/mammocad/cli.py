@@ -1,0 +1,447 @@
+"""The ``mammocad`` command line: the trained framework of paper Fig. 1 on new mammograms.
+
+``mammocad predict INPUT... [--out DIR] [--models DIR] [--backbone NAME]`` reads DICOM,
+PNG or PGM mammograms (files, or folders searched recursively), and writes for each one
+``<out>/<name>.json`` (the shallow CNN's cancer probability and the strongest malignancy
+regions with boxes in original pixels) and ``<out>/<name>_overlay.png`` (the heatmap over
+the mammogram). Refused files are listed with their reasons on stderr and in
+``<out>/skipped.csv``.
+
+The preprocessing must be the one the models were trained with. It is read, in this order
+of preference, from the checkpoints' stored config, from ``params.yaml`` (``--params``;
+this command line is not library code and may read it), or the defaults. The training
+patch scale ``patch_px`` comes from ``--patch-px``, the backbone checkpoint, the median
+ROI crop side of ``data/patches/manifest.csv`` beside the params file, or 128.
+
+Exit status: 0 when at least one image was processed and none failed, 2 when every input
+was refused (or none was found), 1 for a usage or model error or an image that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import yaml
+
+from mammocad import __version__
+from mammocad.config import ConfigError, from_dict
+from mammocad.enhance import EnhanceConfig
+from mammocad.io import write_csv, write_json
+from mammocad.localize import METHODS
+from mammocad.patches import PatchesConfig
+from mammocad.predict import (
+    IMAGE_SUFFIXES,
+    SHALLOW,
+    NotAMammogram,
+    Predictor,
+    has_dicom_preamble,
+    load_image,
+)
+from mammocad.registry import Registry
+
+log = logging.getLogger("mammocad.cli")
+
+T = TypeVar("T")
+
+#: ``patch_px`` when neither the command line, the checkpoint nor a manifest gives one.
+DEFAULT_PATCH_PX = 128.0
+#: Where the patches stage writes its manifest, relative to the project root.
+PATCHES_MANIFEST = Path("data/patches/manifest.csv")
+
+
+class UsageError(Exception):
+    """A problem with the command's arguments, models or settings (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its help line, its argument set-up and what it runs."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``config`` and ``metrics``, without reading its weights into memory."""
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means an unusable checkpoint
+        raise UsageError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a checkpoint")
+    return {"config": data.get("config") or {}, "metrics": data.get("metrics") or {}}
+
+
+def _read_params(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as fh:
+            params = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read params ({exc})") from None
+    if not isinstance(params, dict):
+        raise UsageError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def resolve_section(
+    cls: type[T],
+    name: str,
+    checkpoints: Sequence[tuple[Path, dict[str, Any]]],
+    params: dict[str, Any] | None,
+    params_path: Path,
+) -> tuple[T, str]:
+    """A settings section from the first checkpoint config holding it, else the params.
+
+    Returns:
+        The section and where it came from.
+
+    Raises:
+        UsageError: for a malformed section, naming the key.
+    """
+    try:
+        for path, info in checkpoints:
+            value = info["config"].get(name)
+            if value is not None:
+                return from_dict(cls, value, name), f"checkpoint {path}"
+        if params is not None and params.get(name) is not None:
+            return from_dict(cls, params[name], name), str(params_path)
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return cls(), "defaults"
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def resolve_patch_px(
+    given: float | None, backbone_info: dict[str, Any], manifest: Path
+) -> tuple[float, str]:
+    """The training patch scale: argument, checkpoint, patches manifest, or the default."""
+    if given is not None:
+        if _positive(given) is None:
+            raise UsageError(f"--patch-px must be a positive number, got {given}")
+        return float(given), "--patch-px"
+    for key in ("config", "metrics"):
+        value = _positive(backbone_info[key].get("patch_px"))
+        if value is not None:
+            return value, f"checkpoint {key}"
+    if manifest.is_file():
+        # imported here: the training modules are needed only for this fallback
+        from mammocad.experiment import training_patch_px
+
+        try:
+            frame = pd.read_csv(manifest, keep_default_na=False)
+            value = _positive(training_patch_px(frame))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: cannot read ROI sizes (%s)", manifest, exc)
+            value = None
+        if value is not None:
+            return value, str(manifest)
+    log.warning(
+        "no training patch scale in the checkpoint or %s; using patch_px %.0f",
+        manifest,
+        DEFAULT_PATCH_PX,
+    )
+    return DEFAULT_PATCH_PX, "default"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _known_suffix(path: Path) -> bool:
+    return path.suffix.lower() in (".dcm", *IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: Sequence[Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """The files to process: files as given, folders searched recursively.
+
+    In folders, ``.dcm``, ``.png`` and ``.pgm`` files are taken, and files with another
+    or no suffix when they carry the DICOM ``DICM`` marker; hidden files and anything
+    under ``exclude`` (the output folder) are left out.
+
+    Returns:
+        ``(file, base)`` pairs, ``base`` being the folder the file was found in (or the
+        file's own folder), in a stable order.
+    """
+    out: list[tuple[Path, Path]] = []
+    excluded = exclude.resolve() if exclude is not None else None
+    for item in inputs:
+        item = Path(item)
+        if not item.is_dir():
+            out.append((item, item.parent))
+            continue
+        for path in sorted(item.rglob("*")):
+            rel = path.relative_to(item)
+            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                continue
+            if excluded is not None and path.resolve().is_relative_to(excluded):
+                continue
+            if _known_suffix(path) or has_dicom_preamble(path):
+                out.append((path, item))
+    return out
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
+
+
+def output_names(files: Sequence[tuple[Path, Path]]) -> list[str]:
+    """Output base names: the file stem, or its path below its folder where stems clash.
+
+    Archives often name every file alike (NBIA's ``1-1.dcm``), so clashing stems take
+    their folder path, joined by ``__``; a clash that remains gets ``-2``, ``-3``, ….
+    """
+
+    def stem(path: Path) -> str:
+        return path.stem if _known_suffix(path) else path.name
+
+    counts = Counter(_clean(stem(p)) for p, _ in files)
+    names = []
+    for path, base in files:
+        name = _clean(stem(path))
+        if counts[name] > 1:
+            try:
+                rel = path.relative_to(base)
+            except ValueError:
+                rel = Path(*path.parts[-3:])
+            name = "__".join(_clean(part) for part in (*rel.parent.parts, stem(rel)))
+        names.append(name)
+    seen: Counter[str] = Counter()
+    unique = []
+    for name in names:
+        seen[name] += 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _configure_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="mammogram files or folders"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="output folder (predictions/)"
+    )
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="checkpoint folder (models/)"
+    )
+    parser.add_argument(
+        "--backbone", default="mobilenet_v1", help="patch network (default mobilenet_v1)"
+    )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file for settings the checkpoints lack (params.yaml)",
+    )
+    parser.add_argument(
+        "--patch-px",
+        type=float,
+        default=None,
+        help="side in image pixels of the training ROI crops (default: from training)",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="cam", help="cam (Grad-CAM where needed) or gradcam"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="regions reported (3)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="heatmap level of a region (0.5)"
+    )
+
+
+def _make_predictor(args: argparse.Namespace) -> Predictor:
+    backbone_ckpt = args.models / f"{args.backbone}.pt"
+    shallow_ckpt: Path | None = args.models / f"{SHALLOW}.pt"
+    checkpoints = [(backbone_ckpt, _read_config(backbone_ckpt))]
+    if shallow_ckpt.is_file():
+        checkpoints.append((shallow_ckpt, _read_config(shallow_ckpt)))
+    else:
+        log.warning("%s not found: no shallow CNN probability", shallow_ckpt)
+        shallow_ckpt = None
+    params = _read_params(args.params)
+    enhance, enhance_from = resolve_section(
+        EnhanceConfig, "enhance", checkpoints, params, args.params
+    )
+    patches, patches_from = resolve_section(
+        PatchesConfig, "patches", checkpoints, params, args.params
+    )
+    for name in ("enhance", "patches"):
+        stored = [info["config"].get(name) for _, info in checkpoints]
+        if len(stored) == 2 and None not in stored and stored[0] != stored[1]:
+            log.warning(
+                "the checkpoints were trained with different %s settings; using the "
+                "patch network's",
+                name,
+            )
+    manifest = args.params.parent / PATCHES_MANIFEST
+    patch_px, patch_from = resolve_patch_px(args.patch_px, checkpoints[0][1], manifest)
+    log.info(
+        "settings: enhance from %s, patches from %s, patch_px %.1f from %s",
+        enhance_from,
+        patches_from,
+        patch_px,
+        patch_from,
+    )
+    try:
+        return Predictor(
+            backbone_ckpt,
+            shallow_ckpt,
+            enhance,
+            patches,
+            patch_px,
+            args.method,
+            top_k=args.top_k,
+            threshold=args.threshold,
+        )
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+
+
+def _summary(path: Path, result: dict[str, Any], json_path: Path) -> str:
+    parts = []
+    if result["shallow"] is not None:
+        parts.append(f"cancer probability {result['shallow']['cancer_probability']:.3f}")
+    if result["regions"]:
+        top = result["regions"][0]
+        parts.append(
+            f"top region {top['malignancy_probability']:.3f} at {top['bbox']} "
+            f"({len(result['regions'])} region(s))"
+        )
+    else:
+        parts.append("no region above the threshold")
+    return f"{path}: {', '.join(parts)} -> {json_path}"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Runs ``mammocad predict`` (see the module notes)."""
+    backbone_ckpt = args.models / f"{args.backbone}.pt"
+    if not backbone_ckpt.is_file():
+        raise UsageError(
+            f"checkpoint not found: {backbone_ckpt} (train it with `dvc repro "
+            f"finetune@{args.backbone}` or point --models at a folder holding it)"
+        )
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    files = expand_inputs(args.inputs, exclude=args.out)
+    names = output_names(files)
+    predictor: Predictor | None = None
+    processed, failed = 0, 0
+    skipped: list[dict[str, str]] = []
+    for (path, _), name in zip(files, names, strict=True):
+        t0 = time.perf_counter()
+        try:
+            image, kind = load_image(path)
+            read_s = time.perf_counter() - t0
+        except NotAMammogram as exc:
+            sys.stderr.write(f"{path}: {exc.reason}\n")
+            skipped.append({"file": str(path), "reason": exc.reason})
+            continue
+        if predictor is None:
+            predictor = _make_predictor(args)
+        try:
+            prediction = predictor.predict_image(image, path, kind, read_s=read_s)
+            json_path = args.out / f"{name}.json"
+            write_json(json_path, prediction.result)
+            predictor.write_overlay(prediction, args.out / f"{name}_overlay.png")
+        except NotAMammogram as exc:
+            sys.stderr.write(f"{path}: {exc.reason}\n")
+            skipped.append({"file": str(path), "reason": exc.reason})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop a folder
+            log.debug("%s: failed", path, exc_info=True)
+            reason = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            sys.stderr.write(f"{path}: {reason}\n")
+            skipped.append({"file": str(path), "reason": reason})
+            failed += 1
+            continue
+        processed += 1
+        sys.stdout.write(_summary(path, prediction.result, json_path) + "\n")
+    if files:
+        write_csv(args.out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
+    if not files:
+        sys.stderr.write("no DICOM, PNG or PGM files found in the inputs\n")
+    log.info("%d processed, %d refused, %d failed", processed, len(skipped) - failed, failed)
+    if failed:
+        return 1
+    return 0 if processed else 2
+
+
+COMMANDS.add(
+    "predict",
+    Command(
+        help="shallow CNN probability and mass heatmap for mammogram files",
+        configure=_configure_predict,
+        run=run_predict,
+    ),
+)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mammocad`` parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="mammocad",
+        description="Mammogram classification and mass localization (Ansar et al.).",
+    )
+    parser.add_argument("--version", action="version", version=f"mammocad {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        command = COMMANDS.get(name)
+        sub_parser = sub.add_parser(name, help=command.help, description=command.help)
+        command.configure(sub_parser)
+        sub_parser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``mammocad``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        level = logging.getLevelName((logging.INFO, logging.DEBUG)[min(args.verbose, 2) - 1])
+    else:
+        level = os.environ.get("MAMMOCAD_LOGLEVEL", "WARNING")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        sys.stderr.write(f"mammocad {args.command}: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

