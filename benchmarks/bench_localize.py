@@ -17,7 +17,7 @@ The last line is the highest heatmap/forward ratio over the backbones.
 
 Usage: ``python benchmarks/bench_localize.py [mobilenet_v1 ...] [--image FILE]
 [--patch-px 448] [--repeats 5]``. ``--patch-px`` 448 is about the side of a 2 cm mass crop at
-DDSM's 42–50 µm pixels, which rescales full images by one half.
+DDSM's 42–50 µm pixels; the image is rescaled by 224 / patch_px.
 """
 
 from __future__ import annotations
