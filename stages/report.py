@@ -24,11 +24,13 @@ def main() -> None:
         evals[name] = json.loads(path.read_text())
     shallow_path = ROOT / "metrics/shallow_cnn.json"
     shallow = json.loads(shallow_path.read_text()) if shallow_path.is_file() else None
+    localize_path = ROOT / "metrics/localize.json"
+    localize = json.loads(localize_path.read_text()) if localize_path.is_file() else None
     table = build_table(evals)
     write_csv(ROOT / "reports/table1.csv", table)
     source = (params.get("data") or {}).get("source", "?")
     with atomic_file(ROOT / "reports/table1.md") as fh:
-        fh.write(to_markdown(table, str(source), shallow))
+        fh.write(to_markdown(table, str(source), shallow, localize))
     roc_figure(
         {n: ROOT / f"metrics/curves/roc/{n}.csv" for n in evals}, evals, ROOT / "reports/roc.png"
     )

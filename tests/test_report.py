@@ -39,7 +39,20 @@ def test_markdown_shows_both_columns_and_shallow_summary():
         "params_total": 98_000,
         "train": {"positive": "abnormal"},
     }
-    text = to_markdown(table, "synthetic", shallow)
+    loc = {
+        "backbone": "mobilenet_v1",
+        "method": "cam",
+        "init": "scratch",
+        "n_images": 34,
+        "hit_rate": 0.5,
+        "hit_rate_chance": 0.015,
+        "mean_iou": 0.2,
+        "mean_iou_chance": 0.01,
+        "mean_dice": 0.3,
+        "mean_dice_chance": 0.02,
+    }
+    text = to_markdown(table, "synthetic", shallow, loc)
+    assert "hit rate 0.5 (chance 0.015)" in text
     assert "| MobileNet-v1 | 2017 | 3.2 | 3.21 | scratch | 74.5 | 75.0 [65.0, 80.0] |" in text
     assert "0.81 [0.71," not in text  # an open interval is shown as the point value only
     assert "| 0.81 |" in text

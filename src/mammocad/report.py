@@ -137,7 +137,12 @@ def _interval(value: Any, low: Any, high: Any) -> str:
     return f"{value} [{low}, {high}]"
 
 
-def to_markdown(table: pd.DataFrame, source: str, shallow: Mapping[str, Any] | None) -> str:
+def to_markdown(
+    table: pd.DataFrame,
+    source: str,
+    shallow: Mapping[str, Any] | None,
+    localize: Mapping[str, Any] | None = None,
+) -> str:
     """Table 1 as Markdown, with a note on what the run was and how to read it."""
     head = (
         "| CNN | Year | Params (M), paper | Params (M) | Init | Acc (%), paper | "
@@ -180,6 +185,18 @@ def to_markdown(table: pd.DataFrame, source: str, shallow: Mapping[str, Any] | N
             f"{shallow.get('n_test')} test images "
             f"({_fmt(shallow['train'].get('positive'))} findings counted as cancerous); "
             f"{_r(shallow['params_total'] / 1e6, 3)} M parameters.",
+        ]
+    if localize:
+        text += [
+            "",
+            f"## Localization on full mammograms ({localize['backbone']}, "
+            f"{localize['method']}, init {localize.get('init', '?')})",
+            "",
+            f"{localize['n_images']} test images with lesion masks: pointing-game hit rate "
+            f"{_r(localize['hit_rate'], 3)} (chance {_r(localize['hit_rate_chance'], 3)}), "
+            f"mean IoU {_r(localize['mean_iou'], 3)} (chance "
+            f"{_r(localize['mean_iou_chance'], 3)}), mean Dice {_r(localize['mean_dice'], 3)} "
+            f"(chance {_r(localize['mean_dice_chance'], 3)}).",
         ]
     return "\n".join(text) + "\n"
 
