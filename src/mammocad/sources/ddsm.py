@@ -107,12 +107,9 @@ from mammocad.io import write_csv
 from mammocad.parallel import imap
 from mammocad.sources.layout import (
     KIND_FILE,
-    csv_path,
-    make_uid,
-    series_folder,
     subject_id,
     write_case_csvs,
-    write_secondary_capture,
+    write_series,
 )
 
 log = logging.getLogger(__name__)
@@ -1157,27 +1154,17 @@ def _write_series(
 ) -> list[str]:
     """Writes one series of ``images``; returns their case-description paths."""
     side, view = task.view.split("_")
-    study_uid = make_uid(DATASET, subject, "study")
-    series_uid = make_uid(DATASET, subject, description)
-    folder = task.out_dir / "CBIS-DDSM" / subject / _study_folder(task.study_date, study_uid)
-    folder = folder / series_folder(description, series_uid)
-    paths = []
-    for i, image in enumerate(images):
-        write_secondary_capture(
-            folder / f"1-{i + 1}.dcm",
-            image,
-            subject=subject,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=make_uid(DATASET, subject, description, str(i)),
-            description=description,
-            side=side,
-            view=view,
-            instance=i + 1,
-            study_date=task.study_date,
-        )
-        paths.append(csv_path(subject, study_uid, series_uid, i))
-    return paths
+    return write_series(
+        task.out_dir / "CBIS-DDSM" / subject,
+        DATASET,
+        subject,
+        description,
+        images,
+        side=side,
+        view=view,
+        study_date=task.study_date,
+        study_folder=lambda uid: _study_folder(task.study_date, uid),
+    )
 
 
 def crop_box(

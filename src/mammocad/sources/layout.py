@@ -8,7 +8,7 @@ generator, mini-MIAS PGMs, DDSM LJPEGs, a user's PNGs) write it through these he
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +187,57 @@ def write_case_csvs(
             write_csv(Path(out_dir) / "csv" / name, frame)
             counts[name] = len(frame)
     return counts
+
+
+def write_series(
+    subject_dir: Path,
+    namespace: str,
+    subject: str,
+    description: str,
+    images: Iterable[np.ndarray],
+    *,
+    side: str,
+    view: str,
+    study_folder: Callable[[str], str],
+    study_date: str = "",
+) -> list[str]:
+    """Writes one DICOM series (files ``1-1.dcm``, ``1-2.dcm``, …) of a subject.
+
+    UIDs derive from ``namespace``, the subject and the description, so a rerun writes
+    identical files. Image ``i`` gets InstanceNumber ``i + 1``, which is how the
+    case-description path ``00000i.dcm`` points to it.
+
+    Args:
+        subject_dir: the subject's folder (``<root>/<subject>``).
+        namespace: UID namespace, e.g. the dataset name.
+        subject: the subject (PatientID), e.g. ``Mass-Training_MIAS_P_001_RIGHT_MLO``.
+        description: SeriesDescription (``full mammogram images``, ``ROI mask images``).
+        images: the series' images in instance order.
+        side: ``LEFT`` or ``RIGHT``.
+        view: ``CC`` or ``MLO`` (or empty when unknown).
+        study_folder: maps the StudyInstanceUID to the study folder's name.
+        study_date: StudyDate, ``YYYYMMDD`` or empty.
+
+    Returns:
+        The case-description path of each image.
+    """
+    study_uid = make_uid(namespace, subject, "study")
+    series_uid = make_uid(namespace, subject, description)
+    folder = subject_dir / study_folder(study_uid) / series_folder(description, series_uid)
+    paths = []
+    for i, image in enumerate(images):
+        write_secondary_capture(
+            folder / f"1-{i + 1}.dcm",
+            image,
+            subject=subject,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=make_uid(namespace, subject, description, str(i)),
+            description=description,
+            side=side,
+            view=view,
+            instance=i + 1,
+            study_date=study_date,
+        )
+        paths.append(csv_path(subject, study_uid, series_uid, i))
+    return paths

@@ -85,11 +85,8 @@ from mammocad.sources.layout import (
     KIND_FILE,
     KIND_PREFIX,
     SPLIT_PREFIX,
-    csv_path,
-    make_uid,
-    series_folder,
     write_case_csvs,
-    write_secondary_capture,
+    write_series,
 )
 
 log = logging.getLogger(__name__)
@@ -472,26 +469,16 @@ def _assign_splits(
 def _write_series(
     task: _Task, subject: str, description: str, images: list[np.ndarray], side: str, view: str
 ) -> list[str]:
-    study_uid = make_uid(DATASET, subject, "study")
-    series_uid = make_uid(DATASET, subject, description)
-    folder = task.out_dir / "CBIS-DDSM" / subject / f"LOCAL-{study_uid[-5:]}"
-    folder = folder / series_folder(description, series_uid)
-    paths = []
-    for i, image in enumerate(images):
-        write_secondary_capture(
-            folder / f"1-{i + 1}.dcm",
-            image,
-            subject=subject,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=make_uid(DATASET, subject, description, str(i)),
-            description=description,
-            side=side,
-            view=view,
-            instance=i + 1,
-        )
-        paths.append(csv_path(subject, study_uid, series_uid, i))
-    return paths
+    return write_series(
+        task.out_dir / "CBIS-DDSM" / subject,
+        DATASET,
+        subject,
+        description,
+        images,
+        side=side,
+        view=view,
+        study_folder=lambda uid: f"LOCAL-{uid[-5:]}",
+    )
 
 
 def _lesion_mask(task: _Task, shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:

@@ -88,12 +88,9 @@ from mammocad.parallel import imap
 from mammocad.sources.layout import (
     KIND_FILE,
     SPLIT_PREFIX,
-    csv_path,
-    make_uid,
-    series_folder,
     subject_id,
     write_case_csvs,
-    write_secondary_capture,
+    write_series,
 )
 
 log = logging.getLogger(__name__)
@@ -654,25 +651,16 @@ def _write_series(
     root: Path, subject: str, description: str, side: str, images: list[np.ndarray]
 ) -> list[str]:
     """Writes one series under ``root/<subject>/``; returns the CSV path of each image."""
-    study_uid = make_uid(DATASET, subject, "study")
-    series_uid = make_uid(DATASET, subject, description)
-    folder = root / subject / _study_folder(study_uid) / series_folder(description, series_uid)
-    paths = []
-    for i, pixels in enumerate(images):
-        write_secondary_capture(
-            folder / f"1-{i + 1}.dcm",
-            pixels,
-            subject=subject,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=make_uid(DATASET, subject, description, str(i)),
-            description=description,
-            side=side,
-            view=VIEW,
-            instance=i + 1,
-        )
-        paths.append(csv_path(subject, study_uid, series_uid, i))
-    return paths
+    return write_series(
+        root / subject,
+        DATASET,
+        subject,
+        description,
+        images,
+        side=side,
+        view=VIEW,
+        study_folder=_study_folder,
+    )
 
 
 def _lesion_fields(row: MiasRow) -> dict[str, Any]:
