@@ -107,6 +107,7 @@ from mammocad.io import write_csv
 from mammocad.parallel import imap
 from mammocad.sources.layout import (
     KIND_FILE,
+    check_test_fraction,
     subject_id,
     write_case_csvs,
     write_series,
@@ -163,11 +164,7 @@ class DdsmConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.root, str):
             raise ValueError(f"DdsmConfig.root must be a string, got {self.root!r}")
-        value = self.test_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"DdsmConfig.test_fraction must be a number, got {value!r}")
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"DdsmConfig.test_fraction must be in [0, 1), got {value}")
+        check_test_fraction("DdsmConfig", self.test_fraction)
 
 
 # --------------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ KIND_FILE = {"mass": "mass", "calcification": "calc", "normal": "normal"}
 SPLIT_PREFIX = {"train": "Training", "test": "Test"}
 
 
+def check_test_fraction(owner: str, value: object) -> None:
+    """Raises ``ValueError`` naming ``<owner>.test_fraction`` unless it is a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{owner}.test_fraction must be a number, got {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}.test_fraction must be in [0, 1), got {value}")
+
+
 def make_uid(namespace: Any, *parts: str) -> str:
     """A deterministic DICOM UID (at most 64 characters) from a namespace and parts."""
     digest = hashlib.sha256("|".join([str(namespace), *parts]).encode()).digest()

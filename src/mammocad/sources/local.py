@@ -85,6 +85,7 @@ from mammocad.sources.layout import (
     KIND_FILE,
     KIND_PREFIX,
     SPLIT_PREFIX,
+    check_test_fraction,
     write_case_csvs,
     write_series,
 )
@@ -138,11 +139,7 @@ class LocalConfig:
                 raise ValueError(
                     f"LocalConfig.{name} must be a string, got {getattr(self, name)!r}"
                 )
-        value = self.test_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"LocalConfig.test_fraction must be a number, got {value!r}")
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"LocalConfig.test_fraction must be in [0, 1), got {value}")
+        check_test_fraction("LocalConfig", self.test_fraction)
 
 
 # --------------------------------------------------------------------------------------
