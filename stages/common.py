@@ -49,10 +49,22 @@ def scalar(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 
 def start(stage: str, seed: int | None = None) -> None:
-    """Configures logging and, for stages that draw random numbers, seeds everything."""
+    """Configures logging and, for stages that draw random numbers, seeds everything.
+
+    Under ``torchrun`` each line names its rank, and ranks other than 0 log warnings and
+    errors only: their progress repeats rank 0's.
+    """
+    level: int | str = os.environ.get("MAMMOCAD_LOGLEVEL", "INFO")
+    name = stage
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        rank = os.environ.get("RANK", "0")
+        name = f"{stage}[rank {rank}]"
+        if rank != "0":
+            numeric = logging.getLevelNamesMapping().get(str(level).upper(), logging.INFO)
+            level = max(numeric, logging.WARNING)
     logging.basicConfig(
-        level=os.environ.get("MAMMOCAD_LOGLEVEL", "INFO"),
-        format=f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s",
+        level=level,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     if seed is not None:

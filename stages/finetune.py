@@ -1,4 +1,8 @@
-"""Stage ``finetune@<backbone>``: fine-tune one ImageNet backbone on ROI patches (§3, §4.2)."""
+"""Stage ``finetune@<backbone>``: fine-tune one ImageNet backbone on ROI patches (§3, §4.2).
+
+Runs unchanged under ``torchrun --nproc_per_node N -m stages.finetune <backbone>``: every
+rank trains, rank 0 alone writes the checkpoint, history and metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import sys
 
 from mammocad.config import ConfigError
+from mammocad.distributed import session
 from mammocad.enhance import EnhanceConfig
 from mammocad.experiment import (
     params_dict,
@@ -36,7 +41,10 @@ def main(backbone: str) -> None:
         "val": ROOT / "data/patches",
         "test": ROOT / "data/patches",
     }
-    trained = train_backbone(backbone, cfg, frames, roots, seed)
+    with session() as ctx:
+        trained = train_backbone(backbone, cfg, frames, roots, seed)
+    if not ctx.is_main:
+        return
     # the preprocessing travels with the model, so `mammocad predict` repeats it exactly
     config = {
         "finetune": params_dict(cfg),

@@ -1,9 +1,14 @@
-"""Stage ``train_shallow``: the shallow CNN, full mammogram → normal vs cancerous (Fig. 2)."""
+"""Stage ``train_shallow``: the shallow CNN, full mammogram → normal vs cancerous (Fig. 2).
+
+Runs unchanged under ``torchrun --nproc_per_node N -m stages.train_shallow``: every rank
+trains, rank 0 alone evaluates and writes the checkpoint, metrics and MLflow run.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from mammocad.distributed import session
 from mammocad.enhance import EnhanceConfig
 from mammocad.experiment import (
     SHALLOW,
@@ -36,7 +41,10 @@ def main() -> None:
         "val": ROOT / "data/patches",
         "test": ROOT / "data/patches",
     }
-    trained = train_shallow(cfg, frames, roots, seed)
+    with session() as ctx:
+        trained = train_shallow(cfg, frames, roots, seed)
+    if not ctx.is_main:
+        return
     ckpt = ROOT / f"models/{SHALLOW}.pt"
     config = {
         "shallow": params_dict(cfg),

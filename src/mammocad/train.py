@@ -7,6 +7,11 @@ the validation split only (never the test split), training stops early once it h
 improved for ``patience`` epochs (paper §3: "it helps us to stop early training"), and the
 layers frozen for transfer learning (paper §3) stay truly fixed: their batch-norm
 statistics are not updated either.
+
+Under ``torchrun`` (see :mod:`mammocad.distributed`) the same loop trains data-parallel:
+each rank takes a seeded shard of every epoch, gradients are averaged over ranks by
+:class:`~torch.nn.parallel.DistributedDataParallel`, and ``batch_size`` stays the global
+batch. Without a process group nothing of this is touched.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from mammocad import distributed
+from mammocad.distributed import DistContext
 from mammocad.evaluate import roc_auc
 from mammocad.models.data import batches
 
@@ -38,7 +46,8 @@ class TrainConfig:
 
     Attributes:
         epochs: maximum number of passes over the training set.
-        batch_size: images per mini-batch (paper: 64).
+        batch_size: images per mini-batch (paper: 64); under ``torchrun`` the global batch,
+            of which each of the N ranks takes ``ceil(batch_size / N)``.
         lr: initial Adam learning rate.
         weight_decay: Adam's L2 coefficient (paper: 10^-5).
         lr_decay: factor the learning rate is multiplied by after each epoch (paper: 0.99).
@@ -93,6 +102,11 @@ class FitResult:
         selected_on: the metric that picked ``best_epoch`` (``val_loss`` when ``val_auc``
             was asked for but the validation set holds one class).
         class_weights: the cross-entropy class weights, ``None`` without weighting.
+        world_size: processes that trained together (1 without ``torchrun``).
+        backend: their process-group backend (``gloo``, ``nccl``), ``None`` for one.
+        batch_per_rank: images per mini-batch on each rank.
+        ranks_agree: whether all ranks ended with identical weights (always ``True`` for
+            one process).
     """
 
     best_state: dict[str, torch.Tensor]
@@ -101,6 +115,48 @@ class FitResult:
     stopped_early: bool = False
     selected_on: str = "val_auc"
     class_weights: list[float] | None = None
+    world_size: int = 1
+    backend: str | None = None
+    batch_per_rank: int = 0
+    ranks_agree: bool = True
+
+
+def rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Images per rank and step, ``ceil(batch_size / world_size)``, so ``batch_size`` is global.
+
+    Raises:
+        ValueError: for ``batch_size`` or ``world_size`` below 1.
+    """
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"batch_size {batch_size} and world_size {world_size} must be >= 1")
+    return -(-batch_size // world_size)
+
+
+def shard_order(n: int, rank: int, world_size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The indices rank ``rank`` trains on in ``epoch``, in order.
+
+    :class:`~torch.utils.data.DistributedSampler` with ``shuffle`` and ``seed``: one seeded
+    permutation per epoch, shared by all ranks, dealt round-robin. It pads the permutation
+    with its own first indices up to a multiple of ``world_size``, so every rank holds
+    ``ceil(n / world_size)`` indices and takes the same number of steps (a rank with
+    fewer steps would leave the others waiting in the gradient all-reduce for ever).
+
+    Returns:
+        ``(ceil(n / world_size),)`` int64 tensor.
+    """
+    sampler = DistributedSampler(
+        range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    )  # type: ignore[arg-type]
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.int64)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s ``state_dict`` held on the CPU."""
+    state = model.state_dict()
+    if all(v.device.type == "cpu" for v in state.values()):
+        return copy.deepcopy(state)
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def class_weights(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
@@ -165,7 +221,11 @@ def _labels_of(dataset: Dataset) -> torch.Tensor:
 
 @torch.inference_mode()
 def _evaluate(
-    model: nn.Module, dataset: Dataset, batch_size: int, criterion: nn.CrossEntropyLoss
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    criterion: nn.CrossEntropyLoss,
+    device: torch.device,
 ) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Loss (weighted as in training), accuracy, labels and class-1 probabilities."""
     model.eval()
@@ -174,14 +234,15 @@ def _evaluate(
     labels, probs = [], []
     weight = criterion.weight
     for x, y in batches(dataset, batch_size):
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         per_item = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
         w = weight[y] if weight is not None else torch.ones_like(per_item)
         loss_sum += float(per_item.sum(dtype=torch.float64))
         weight_sum += float(w.sum(dtype=torch.float64))
         correct += int((logits.argmax(1) == y).sum())
-        labels.append(y.numpy())
-        probs.append(torch.softmax(logits.float(), dim=1)[:, 1].numpy())
+        labels.append(y.cpu().numpy())
+        probs.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
     y_all = np.concatenate(labels)
     return loss_sum / weight_sum, correct / len(y_all), y_all, np.concatenate(probs)
 
@@ -199,6 +260,7 @@ def fit(
     cfg: TrainConfig,
     seed: int,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ctx: DistContext | None = None,
 ) -> FitResult:
     """Trains ``model`` and keeps the weights of its best validation epoch (paper §4.2).
 
@@ -208,6 +270,17 @@ def fit(
     left holding the best epoch's weights. With the same inputs and seed on the same
     machine, the history (except ``seconds``) and the weights are bit-identical.
 
+    In a process group of N > 1 ranks (``torchrun``) every rank calls ``fit`` with the same
+    arguments. The model is wrapped in ``DistributedDataParallel`` (on ``cuda:<local
+    rank>`` under NCCL), each rank trains on its :func:`shard_order` of every epoch in
+    batches of :func:`rank_batch_size`, and the averaged gradients keep the ranks' weights
+    equal. After each epoch the batch-norm running statistics are averaged over ranks, the
+    training loss and accuracy are summed over ranks (every rank records the same history),
+    and rank 0 alone scores the validation set and sends its figures to the others, so
+    that best epoch and early stop are decided identically everywhere. Dropout draws from
+    ``seed + rank``. At the end the ranks compare their weights (``ranks_agree``) and the
+    model is returned to the CPU.
+
     Args:
         model: a classifier mapping ``(B, C, H, W)`` to ``(B, num_classes)`` logits, with
             its parameters' ``requires_grad`` already set (see ``build_model``).
@@ -216,6 +289,8 @@ def fit(
         cfg: hyper-parameters.
         seed: seeds PyTorch's global generator (dropout) and the shuffling generator.
         on_epoch: called with each epoch's history record (for live metric logging).
+        ctx: the data-parallel context; by default that of the active process group
+            (:func:`mammocad.distributed.current`), a single process without one.
 
     Returns:
         The best state, its epoch, the per-epoch history and whether training stopped
@@ -235,7 +310,15 @@ def fit(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _fit(model, train_set, val_set, cfg, seed, on_epoch, params)
+        return _fit(
+            model,
+            train_set,
+            val_set,
+            cfg,
+            seed,
+            on_epoch,
+            distributed.current() if ctx is None else ctx,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -247,14 +330,27 @@ def _fit(
     cfg: TrainConfig,
     seed: int,
     on_epoch: Callable[[dict[str, Any]], None] | None,
-    params: list[nn.Parameter],
+    ctx: DistContext,
 ) -> FitResult:
-    torch.manual_seed(seed)
+    # rank 0 draws exactly what a single process draws; the others their own dropout masks
+    torch.manual_seed(seed + ctx.rank)
     generator = torch.Generator().manual_seed(seed)
     train_labels, val_labels = _labels_of(train_set), _labels_of(val_set)
     num_classes = _num_classes(train_labels, val_labels)
     weights = class_weights(train_labels, num_classes) if cfg.class_weighting else None
-    criterion = nn.CrossEntropyLoss(weight=weights)
+    device = ctx.device
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    net: nn.Module = model
+    if ctx.active:
+        # Buffers start from rank 0's but are not broadcast before every forward: each
+        # rank keeps its own running statistics, averaged once per epoch (average_buffers).
+        net = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False,
+        )
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
 
@@ -262,10 +358,13 @@ def _fit(
     if select_on == "val_auc" and len(torch.unique(val_labels)) < 2:
         logger.warning("validation set holds one class: AUC undefined, selecting on val_loss")
         select_on = "val_loss"
-    # A lone image in the last batch breaks batch norm on 1×1 feature maps; it is left
-    # out of that epoch only, as the permutation changes every epoch.
     n_train = len(train_set)  # type: ignore[arg-type]
-    drop_last = n_train > cfg.batch_size and n_train % cfg.batch_size == 1
+    batch = rank_batch_size(cfg.batch_size, ctx.world_size)
+    per_rank = -(-n_train // ctx.world_size)
+    # A lone image in the last batch breaks batch norm on 1×1 feature maps; it is left
+    # out of that epoch only, as the permutation changes every epoch. Every rank holds
+    # ``per_rank`` indices, so all drop alike.
+    drop_last = per_rank > batch and per_rank % batch == 1
 
     history: list[dict[str, Any]] = []
     best_value: float | None = None
@@ -273,15 +372,26 @@ def _fit(
     best_state: dict[str, torch.Tensor] = {}
     stale = 0
     stopped_early = False
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=None)
+    bar = tqdm(
+        range(1, cfg.epochs + 1),
+        desc="train",
+        unit="epoch",
+        disable=None if ctx.is_main else True,
+    )
     for epoch in bar:
         start = time.perf_counter()
         train_mode(model)
         loss_sum = 0.0
         seen = correct = 0
-        for x, y in batches(train_set, cfg.batch_size, True, generator, drop_last):
+        if ctx.active:
+            order = shard_order(n_train, ctx.rank, ctx.world_size, seed, epoch)
+            epoch_batches = batches(train_set, batch, drop_last=drop_last, order=order)
+        else:
+            epoch_batches = batches(train_set, batch, True, generator, drop_last)
+        for x, y in epoch_batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
+            logits = net(x)
             loss = criterion(logits, y)
             if not torch.isfinite(loss):
                 raise ValueError(f"epoch {epoch}: training loss became {float(loss)}")
@@ -291,15 +401,26 @@ def _fit(
             seen += len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
         scheduler.step()
+        if ctx.active:
+            distributed.average_buffers(model, ctx)
+            loss_sum, seen, correct = distributed.all_sum([loss_sum, seen, correct], ctx)
 
-        val_loss, val_acc, y_val, p_val = _evaluate(model, val_set, cfg.batch_size, criterion)
+        val_loss = val_acc = val_auc = None
+        if ctx.is_main:
+            val_loss, val_acc, y_val, p_val = _evaluate(
+                model, val_set, cfg.batch_size, criterion, device
+            )
+            val_auc = roc_auc(y_val, p_val)
+        val_loss, val_acc, val_auc = distributed.broadcast_floats(
+            [val_loss, val_acc, val_auc], ctx
+        )
         record = {
             "epoch": epoch,
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "val_auc": roc_auc(y_val, p_val),
+            "val_auc": val_auc,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": time.perf_counter() - start,
         }
@@ -309,7 +430,7 @@ def _fit(
             raise ValueError(f"epoch {epoch}: {select_on} is {value}")
         if _better(value, best_value, select_on):
             best_value, best_epoch, stale = value, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _cpu_state(model)
         else:
             stale += 1
         logger.info(
@@ -333,6 +454,11 @@ def _fit(
     bar.close()
 
     model.load_state_dict(best_state)
+    agree = distributed.ranks_agree(model.state_dict(), ctx)
+    if not agree:
+        logger.warning("the %d ranks ended with different weights", ctx.world_size)
+    if device.type != "cpu":
+        model.to("cpu")
     return FitResult(
         best_state=best_state,
         best_epoch=best_epoch,
@@ -340,6 +466,10 @@ def _fit(
         stopped_early=stopped_early,
         selected_on=select_on,
         class_weights=None if weights is None else weights.tolist(),
+        world_size=ctx.world_size,
+        backend=ctx.backend,
+        batch_per_rank=batch,
+        ranks_agree=agree,
     )
 
 

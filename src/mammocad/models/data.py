@@ -244,6 +244,7 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yields ``(inputs, labels)`` mini-batches in this process (paper §4.2, batch size 64).
 
@@ -258,6 +259,8 @@ def batches(
         generator: source of the permutation; required when shuffling, so that the order
             never comes from an unseeded global state.
         drop_last: skip a final batch smaller than ``batch_size``.
+        order: the indices to cut, in order (e.g. one rank's shard); replaces
+            ``shuffle``.
 
     Raises:
         ValueError: for ``batch_size < 1`` or shuffling without a generator.
@@ -265,7 +268,9 @@ def batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(dataset)  # type: ignore[arg-type]
-    if shuffle:
+    if order is not None:
+        n = len(order)
+    elif shuffle:
         if generator is None:
             raise ValueError("shuffling needs a seeded torch.Generator")
         order = torch.randperm(n, generator=generator)
