@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
-from mammocad.io import atomic_file, write_csv
-from mammocad.report import build_table, roc_figure, to_markdown
+from mammocad.io import atomic_file, write_csv, write_json
+from mammocad.report import (
+    build_table,
+    deployment_markdown,
+    deployment_table,
+    latency_figure,
+    roc_figure,
+    to_markdown,
+)
 from stages.common import ROOT, load_params, start
 
 log = logging.getLogger("stages.report")
@@ -35,6 +42,20 @@ def main() -> None:
         {n: ROOT / f"metrics/curves/roc/{n}.csv" for n in evals}, evals, ROOT / "reports/roc.png"
     )
     log.info("reports/table1.md written for %d backbones", len(evals))
+
+    exports = {}
+    for name in backbones:
+        path = ROOT / f"metrics/export/{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"report: {path} not found (run export@{name})")
+        exports[name] = json.loads(path.read_text())
+    write_json(ROOT / "metrics/export.json", exports)
+    deployment = deployment_table(exports)
+    write_csv(ROOT / "reports/deployment.csv", deployment)
+    with atomic_file(ROOT / "reports/deployment.md") as fh:
+        fh.write(deployment_markdown(deployment, str(source)))
+    latency_figure(deployment, ROOT / "reports/deployment.png")
+    log.info("reports/deployment.md written for %d backbones", len(exports))
 
 
 if __name__ == "__main__":
