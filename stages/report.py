@@ -19,16 +19,22 @@ from stages.common import ROOT, load_params, start
 log = logging.getLogger("stages.report")
 
 
+def _per_backbone(folder: str, stage: str, backbones: list[str]) -> dict[str, dict]:
+    """``metrics/<folder>/<backbone>.json`` of every backbone, failing on a missing one."""
+    out = {}
+    for name in backbones:
+        path = ROOT / f"metrics/{folder}/{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"report: {path} not found (run {stage}@{name})")
+        out[name] = json.loads(path.read_text())
+    return out
+
+
 def main() -> None:
     params = load_params()
     start("report")
     backbones = (params.get("finetune") or {}).get("backbones") or []
-    evals = {}
-    for name in backbones:
-        path = ROOT / f"metrics/eval/{name}.json"
-        if not path.is_file():
-            raise SystemExit(f"report: {path} not found (run evaluate@{name})")
-        evals[name] = json.loads(path.read_text())
+    evals = _per_backbone("eval", "evaluate", backbones)
     shallow_path = ROOT / "metrics/shallow_cnn.json"
     shallow = json.loads(shallow_path.read_text()) if shallow_path.is_file() else None
     localize_path = ROOT / "metrics/localize.json"
@@ -43,12 +49,7 @@ def main() -> None:
     )
     log.info("reports/table1.md written for %d backbones", len(evals))
 
-    exports = {}
-    for name in backbones:
-        path = ROOT / f"metrics/export/{name}.json"
-        if not path.is_file():
-            raise SystemExit(f"report: {path} not found (run export@{name})")
-        exports[name] = json.loads(path.read_text())
+    exports = _per_backbone("export", "export", backbones)
     write_json(ROOT / "metrics/export.json", exports)
     deployment = deployment_table(exports)
     write_csv(ROOT / "reports/deployment.csv", deployment)

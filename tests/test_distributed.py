@@ -21,13 +21,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_repo import copy_tiny
 from torch import nn
 
 from mammocad import distributed
 from mammocad.distributed import SINGLE, DistContext, from_env, session
 from mammocad.train import TrainConfig, fit, rank_batch_size, shard_order
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TORCHRUN = BIN / "torchrun"
 
@@ -186,6 +186,7 @@ WORKER = textwrap.dedent(
     from mammocad.distributed import session, state_checksum
     from mammocad.models import ShallowCNN, ShallowConfig, freeze_layers
     from mammocad.train import TrainConfig, fit, rank_batch_size, shard_order
+from tiny_repo import copy_tiny
 
     out = sys.argv[1]
 
@@ -328,20 +329,7 @@ def tiny(tmp_path_factory):
     """A copy of the pipeline with the data stages run on 10 synthetic patients."""
     work = tmp_path_factory.mktemp("ddp") / "repo"
     work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        (work / name).write_bytes((REPO / name).read_bytes())
-    for name in ("stages", "src"):
-        _run(REPO, "cp", "-r", REPO / name, work / name)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_patients=10, image_height=256)
-    params["patches"].update(image_size=64, full_height=64, full_width=40)
-    params["augment"]["copies"] = 1
-    params["shallow"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"].update(backbones=["mobilenet_v2"], init="scratch")
-    params["finetune"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"]["overrides"] = {"mobilenet_v2": {}}
-    params["evaluate"].update(bootstrap=20, latency_repeats=1)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_tiny(work, ["mobilenet_v2"], evaluate={"bootstrap": 20, "latency_repeats": 1})
     # the README's recipe: the finetune stage's command under torchrun
     pipeline = yaml.safe_load((work / "dvc.yaml").read_text())
     finetune = pipeline["stages"]["finetune"]["do"]

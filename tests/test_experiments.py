@@ -10,45 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from tiny_repo import BIN, copy_tiny
+from tiny_repo import run as _run
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 BACKBONE = "mobilenet_v1"
 LRS = (0.001, 0.003)
 QUEUE_TIMEOUT_S = 900
-
-
-def _run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    full_env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-        "MAMMOCAD_LOGLEVEL": "WARNING",
-        "MAMMOCAD_OFFLINE": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-    }
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.update(env or {})
-    proc = subprocess.run(
-        list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=1200
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout + proc.stderr
 
 
 def _md5(path: Path) -> str:
@@ -81,21 +55,7 @@ def remotes(tmp_path_factory) -> dict[str, Path]:
 def repo(tmp_path_factory, remotes):
     work = tmp_path_factory.mktemp("experiments") / "repo"
     work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        (work / name).write_bytes((REPO / name).read_bytes())
-    for name in ("stages", "src"):
-        _run(REPO, "cp", "-r", str(REPO / name), str(work / name))
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_patients=10, image_height=256)
-    params["patches"].update(image_size=64, full_height=64, full_width=40)
-    params["augment"]["copies"] = 1
-    params["shallow"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"].update(backbones=[BACKBONE], init="scratch")
-    params["finetune"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"]["overrides"] = {BACKBONE: {}}
-    params["evaluate"].update(bootstrap=50, latency_repeats=2)
-    params["localize"]["backbone"] = BACKBONE
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_tiny(work, [BACKBONE], localize={"backbone": BACKBONE})
     _run(work, "git", "init", "-q", "-b", "main")
     _run(work, DVC, "init", "-q")
     # The remote goes into the committed config before any experiment is queued: an

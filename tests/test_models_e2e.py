@@ -7,59 +7,18 @@ the per-backbone forward/backward tests cover the others.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def _run(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-        "MAMMOCAD_LOGLEVEL": "WARNING",
-        "MAMMOCAD_OFFLINE": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout + proc.stderr
+from tiny_repo import BIN, copy_tiny
+from tiny_repo import run as _run
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     work = tmp_path_factory.mktemp("models") / "repo"
     work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        (work / name).write_bytes((REPO / name).read_bytes())
-    for name in ("stages", "src"):
-        _run(REPO, "cp", "-r", str(REPO / name), str(work / name))
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_patients=10, image_height=256)
-    params["patches"].update(image_size=64, full_height=64, full_width=40)
-    params["augment"]["copies"] = 1
-    params["shallow"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"].update(backbones=["mobilenet_v1", "mobilenet_v2"], init="scratch")
-    params["finetune"]["train"].update(epochs=2, batch_size=16)
-    params["finetune"]["overrides"] = {"mobilenet_v1": {}, "mobilenet_v2": {}}
-    params["evaluate"].update(bootstrap=50, latency_repeats=2)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_tiny(work, ["mobilenet_v1", "mobilenet_v2"])
     _run(work, "git", "init", "-q")
     _run(work, str(BIN / "dvc"), "init", "-q")
     _run(work, str(BIN / "dvc"), "repro")
@@ -82,6 +41,29 @@ def test_outputs_and_report(repo):
     assert (repo / "reports/roc.png").is_file()
     shallow = json.loads((repo / "metrics/shallow_cnn.json").read_text())
     assert shallow["train"]["epochs_run"] >= 1
+
+
+def test_export_stage_and_deployment_report(repo):
+    exports = json.loads((repo / "metrics/export.json").read_text())
+    assert set(exports) == {"mobilenet_v1", "mobilenet_v2"}
+    for name, record in exports.items():
+        folder = repo / "models/export" / name
+        assert {p.name for p in folder.iterdir()} == {
+            "model.onnx",
+            "model.int8.onnx",
+            "model.torchscript.pt",
+            "model.json",
+        }
+        assert record["checks"]["onnx"]["max_prob_diff"] < 1e-4
+        assert record["checks"]["onnx"]["decision_agreement"] == 1.0
+        assert record["quantization"]["method"] == "static"
+        assert record["input"]["shape"] == [None, 1, 64, 64]
+        ev = json.loads((repo / f"metrics/eval/{name}.json").read_text())
+        assert record["threshold"] == ev["threshold"]
+        assert record["eager"]["accuracy"] == pytest.approx(ev["test"]["accuracy"], abs=1e-6)
+    text = (repo / "reports/deployment.md").read_text()
+    assert "| MobileNet-v1 | 3.21 |" in text and "| MobileNet-v2 | 2.23 |" in text
+    assert (repo / "reports/deployment.png").is_file()
 
 
 def test_localize_scores_heatmaps_against_masks(repo):

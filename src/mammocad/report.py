@@ -201,6 +201,18 @@ def to_markdown(
     return "\n".join(text) + "\n"
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Writes a matplotlib figure as PNG atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def roc_figure(
     curve_files: Mapping[str, str | os.PathLike], evals: Mapping[str, Any], path: str | os.PathLike
 ) -> None:
@@ -230,12 +242,7 @@ def roc_figure(
     )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------- deployment (§4.3)
@@ -361,9 +368,4 @@ def latency_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.set(ylabel="batch-1 latency (ms, log scale)", title="CPU latency per exported variant")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3, which="both")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
