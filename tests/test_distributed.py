@@ -186,7 +186,6 @@ WORKER = textwrap.dedent(
     from mammocad.distributed import session, state_checksum
     from mammocad.models import ShallowCNN, ShallowConfig, freeze_layers
     from mammocad.train import TrainConfig, fit, rank_batch_size, shard_order
-from tiny_repo import copy_tiny
 
     out = sys.argv[1]
 
