@@ -85,3 +85,24 @@ def mlflow_settings(params: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(uri, str) or not isinstance(experiment, str):
         raise SystemExit("params.yaml: mlflow.tracking_uri and mlflow.experiment are strings")
     return uri, experiment
+
+
+def training_device(cfg: Any, ctx: Any, key: str) -> Any:
+    """The device a training stage runs on, or a ``params.yaml`` error naming ``key``.
+
+    ``cfg`` is a :class:`~mammocad.train.TrainConfig`, ``ctx`` the process's
+    :class:`~mammocad.distributed.DistContext`; checked before any data is loaded.
+    """
+    from mammocad.train import resolve_device
+
+    try:
+        device = resolve_device(cfg, ctx, key)
+    except ValueError as exc:
+        raise SystemExit(f"params.yaml: {exc}") from None
+    logging.getLogger("stages").info(
+        "training on %s, mixed precision %s, channels_last %s",
+        device,
+        cfg.mixed_precision,
+        cfg.channels_last,
+    )
+    return device

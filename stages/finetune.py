@@ -22,7 +22,7 @@ from mammocad.experiment import (
 from mammocad.io import write_json
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, scalar, section, start, training_device
 
 log = logging.getLogger("stages.finetune")
 
@@ -42,6 +42,7 @@ def main(backbone: str) -> None:
         "test": ROOT / "data/patches",
     }
     with session() as ctx:
+        training_device(cfg.train, ctx, "finetune.train")
         trained = train_backbone(backbone, cfg, frames, roots, seed)
     if not ctx.is_main:
         return
@@ -61,12 +62,14 @@ def main(backbone: str) -> None:
         {**trained.info, "config": config, "history": trained.fit.history},
     )
     log.info(
-        "%s: best epoch %d of %d (init %s), val AUC %s",
+        "%s: best epoch %d of %d (init %s), val AUC %s, %.1f images/s on %s",
         backbone,
         trained.info["best_epoch"],
         trained.info["epochs_run"],
         trained.info["init"],
         trained.info["best"].get("val_auc"),
+        trained.info["images_per_second"],
+        trained.info["device"],
     )
 
 

@@ -24,7 +24,15 @@ from mammocad.io import write_json
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_curve, write_history
 from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+from stages.common import (
+    ROOT,
+    load_params,
+    mlflow_settings,
+    scalar,
+    section,
+    start,
+    training_device,
+)
 
 log = logging.getLogger("stages.train_shallow")
 
@@ -42,6 +50,7 @@ def main() -> None:
         "test": ROOT / "data/patches",
     }
     with session() as ctx:
+        training_device(cfg.train, ctx, "shallow.train")
         trained = train_shallow(cfg, frames, roots, seed)
     if not ctx.is_main:
         return

@@ -85,9 +85,16 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return None
         raise ConfigError(f"{key!r}: expected null, got {value!r}")
     if origin is typing.Literal:
-        if value in args:
+        if isinstance(value, bool):
+            # YAML 1.1 (PyYAML) reads an unquoted off/on as a boolean
+            if ("on" if value else "off") in args:
+                return "on" if value else "off"
+        elif value in args:
             return value
-        raise ConfigError(f"{key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
+        hint = ""
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            hint = " (YAML reads unquoted off/on/no/yes as booleans: quote the value)"
+        raise ConfigError(f"{key!r}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ConfigError(f"{key!r}: expected a list, got {value!r}")

@@ -12,11 +12,15 @@ Under ``torchrun`` (see :mod:`mammocad.distributed`) the same loop trains data-p
 each rank takes a seeded shard of every epoch, gradients are averaged over ranks by
 :class:`~torch.nn.parallel.DistributedDataParallel`, and ``batch_size`` stays the global
 batch. Without a process group nothing of this is touched.
+
+``device``, ``mixed_precision`` and ``channels_last`` choose where and how the loop runs:
+a CUDA GPU where one is visible (``auto``), autocast to bfloat16 or float16 (the latter
+with loss scaling, GPUs only), and NHWC memory layout. Their defaults on a machine without
+a GPU reproduce the plain float32 CPU loop bit for bit.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -39,6 +43,15 @@ from mammocad.models.data import batches
 
 logger = logging.getLogger(__name__)
 
+#: Values of :attr:`TrainConfig.device`.
+DEVICES = ("auto", "cpu", "cuda")
+#: Values of :attr:`TrainConfig.mixed_precision` and the autocast dtype of each.
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "off": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -58,6 +71,14 @@ class TrainConfig:
         select_on: validation metric that picks the best epoch: ``"val_auc"`` (higher is
             better) or ``"val_loss"`` (lower is better).
         threads: CPU threads for the run; ``0`` keeps PyTorch's default.
+        device: ``auto`` (a CUDA GPU where one is visible, else the CPU), ``cpu`` or
+            ``cuda``. Under ``torchrun`` the process group decides (NCCL: each rank's GPU,
+            gloo: the CPU) and an explicit value must agree with it.
+        mixed_precision: ``off`` (float32), ``bf16`` (autocast to bfloat16, CPU or a GPU
+            that supports it) or ``fp16`` (autocast to float16 with gradient scaling,
+            GPUs only). Weights and the optimiser stay in float32.
+        channels_last: hold the model's weights and each batch in NHWC memory layout,
+            which GPU tensor cores and oneDNN convolutions run faster on.
     """
 
     epochs: int = 10
@@ -69,6 +90,9 @@ class TrainConfig:
     class_weighting: bool = False
     select_on: Literal["val_loss", "val_auc"] = "val_auc"
     threads: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         """Rejects values that cannot describe a training run, naming the field."""
@@ -81,6 +105,8 @@ class TrainConfig:
             "patience": self.patience >= 0,
             "select_on": self.select_on in ("val_loss", "val_auc"),
             "threads": self.threads >= 0,
+            "device": self.device in DEVICES,
+            "mixed_precision": self.mixed_precision in PRECISIONS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -107,6 +133,12 @@ class FitResult:
         batch_per_rank: images per mini-batch on each rank.
         ranks_agree: whether all ranks ended with identical weights (always ``True`` for
             one process).
+        device: the device the loop ran on (``cpu``, ``cuda:0``, ...).
+        mixed_precision: the autocast mode it ran with.
+        channels_last: whether it ran in NHWC layout.
+        images_per_second: training images per second over all epochs, counting the
+            optimisation steps only (not validation); under ``torchrun`` all ranks'
+            images over this rank's time.
     """
 
     best_state: dict[str, torch.Tensor]
@@ -119,6 +151,71 @@ class FitResult:
     backend: str | None = None
     batch_per_rank: int = 0
     ranks_agree: bool = True
+    device: str = "cpu"
+    mixed_precision: str = "off"
+    channels_last: bool = False
+    images_per_second: float = 0.0
+
+
+def resolve_device(cfg: TrainConfig, ctx: DistContext, key: str = "train") -> torch.device:
+    """The device ``cfg`` trains on in ``ctx``, checked against what the machine has.
+
+    Args:
+        cfg: the training settings.
+        ctx: this process's data-parallel context.
+        key: the params key of ``cfg``, named in errors (e.g. ``finetune.train``).
+
+    Raises:
+        ValueError: naming the key, for ``device: cuda`` without a visible CUDA device,
+            a ``device`` that contradicts the process group's backend, or a
+            ``mixed_precision`` the device cannot run (``fp16`` on the CPU, ``bf16`` on
+            a GPU without bfloat16 support).
+    """
+    if ctx.active:
+        device = ctx.device
+        if cfg.device != "auto" and cfg.device != device.type:
+            raise ValueError(
+                f"{key}.device={cfg.device} but the {ctx.backend} process group trains on "
+                f"{device.type}: use device auto, or set {distributed.BACKEND_ENV}="
+                f"{'nccl' if cfg.device == 'cuda' else 'gloo'}"
+            )
+    elif cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        device = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"{key}.device=cuda but no CUDA device is visible (torch {torch.__version__}, "
+            f"{build}); use device auto or cpu"
+        )
+    else:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if cfg.mixed_precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"{key}.mixed_precision=fp16 needs a CUDA device (float16 loss scaling); "
+            "use bf16 on the CPU"
+        )
+    if (
+        cfg.mixed_precision == "bf16"
+        and device.type == "cuda"
+        and not torch.cuda.is_bf16_supported()
+    ):
+        raise ValueError(
+            f"{key}.mixed_precision=bf16 but {torch.cuda.get_device_name(device)} has no "
+            "bfloat16 support; use fp16"
+        )
+    return device
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def rank_batch_size(batch_size: int, world_size: int) -> int:
@@ -152,11 +249,11 @@ def shard_order(n: int, rank: int, world_size: int, seed: int, epoch: int) -> to
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of ``model``'s ``state_dict`` held on the CPU."""
-    state = model.state_dict()
-    if all(v.device.type == "cpu" for v in state.values()):
-        return copy.deepcopy(state)
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    """A copy of ``model``'s ``state_dict`` on the CPU, in contiguous (NCHW) layout."""
+    return {
+        k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
 
 
 def class_weights(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
@@ -226,6 +323,8 @@ def _evaluate(
     batch_size: int,
     criterion: nn.CrossEntropyLoss,
     device: torch.device,
+    precision: str = "off",
+    channels_last: bool = False,
 ) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Loss (weighted as in training), accuracy, labels and class-1 probabilities."""
     model.eval()
@@ -234,8 +333,9 @@ def _evaluate(
     labels, probs = [], []
     weight = criterion.weight
     for x, y in batches(dataset, batch_size):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
+        x, y = _to(x, device, channels_last), y.to(device)
+        with _autocast(device, precision):
+            logits = model(x).float()
         per_item = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
         w = weight[y] if weight is not None else torch.ones_like(per_item)
         loss_sum += float(per_item.sum(dtype=torch.float64))
@@ -338,8 +438,12 @@ def _fit(
     train_labels, val_labels = _labels_of(train_set), _labels_of(val_set)
     num_classes = _num_classes(train_labels, val_labels)
     weights = class_weights(train_labels, num_classes) if cfg.class_weighting else None
-    device = ctx.device
+    device = resolve_device(cfg, ctx)
+    precision, channels_last = cfg.mixed_precision, cfg.channels_last
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     net: nn.Module = model
@@ -372,6 +476,8 @@ def _fit(
     best_state: dict[str, torch.Tensor] = {}
     stale = 0
     stopped_early = False
+    step_seconds = 0.0
+    images = 0
     bar = tqdm(
         range(1, cfg.epochs + 1),
         desc="train",
@@ -388,27 +494,33 @@ def _fit(
             epoch_batches = batches(train_set, batch, drop_last=drop_last, order=order)
         else:
             epoch_batches = batches(train_set, batch, True, generator, drop_last)
+        steps_start = time.perf_counter()
         for x, y in epoch_batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            logits = net(x)
-            loss = criterion(logits, y)
+            with _autocast(device, precision):
+                logits = net(x)
+                loss = criterion(logits, y)
             if not torch.isfinite(loss):
                 raise ValueError(f"epoch {epoch}: training loss became {float(loss)}")
-            loss.backward()
-            optimizer.step()
+            # without fp16 the scaler is disabled: backward() and step() as they are
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
+        step_seconds += time.perf_counter() - steps_start
         scheduler.step()
         if ctx.active:
             distributed.average_buffers(model, ctx)
             loss_sum, seen, correct = distributed.all_sum([loss_sum, seen, correct], ctx)
+        images += seen
 
         val_loss = val_acc = val_auc = None
         if ctx.is_main:
             val_loss, val_acc, y_val, p_val = _evaluate(
-                model, val_set, cfg.batch_size, criterion, device
+                model, val_set, cfg.batch_size, criterion, device, precision, channels_last
             )
             val_auc = roc_auc(y_val, p_val)
         val_loss, val_acc, val_auc = distributed.broadcast_floats(
@@ -459,6 +571,8 @@ def _fit(
         logger.warning("the %d ranks ended with different weights", ctx.world_size)
     if device.type != "cpu":
         model.to("cpu")
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return FitResult(
         best_state=best_state,
         best_epoch=best_epoch,
@@ -470,6 +584,10 @@ def _fit(
         backend=ctx.backend,
         batch_per_rank=batch,
         ranks_agree=agree,
+        device=str(device),
+        mixed_precision=precision,
+        channels_last=channels_last,
+        images_per_second=images / step_seconds if step_seconds > 0 else 0.0,
     )
 
 
