@@ -135,20 +135,24 @@ def test_config_values_and_unquoted_yaml_off():
 
 
 def _watch(model: ShallowCNN) -> dict[str, list]:
-    """Records, during training, the second conv's output dtype and input layout."""
-    seen: dict[str, list] = {"dtype": [], "nhwc": []}
+    """Records, during training, the second conv's output dtype, input layout, cuDNN mode."""
+    seen: dict[str, list] = {"dtype": [], "nhwc": [], "cudnn": []}
     conv = model.features.block1.conv
 
     def hook(module, inputs, output):
         if module.training:
             seen["dtype"].append(output.dtype)
             seen["nhwc"].append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+            seen["cudnn"].append(
+                (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+            )
 
     conv.register_forward_hook(hook)
     return seen
 
 
 def test_float32_default_records_its_settings(sets, monkeypatch):
+    torch.backends.cudnn.benchmark = True
     _no_cuda(monkeypatch)
     model = _model()
     seen = _watch(model)
@@ -156,6 +160,10 @@ def test_float32_default_records_its_settings(sets, monkeypatch):
     assert set(seen["dtype"]) == {torch.float32} and not any(seen["nhwc"])
     assert (result.device, result.mixed_precision, result.channels_last) == ("cpu", "off", False)
     assert result.images_per_second > 0
+    # no cuDNN autotuning while training, and the caller's settings back afterwards
+    assert set(seen["cudnn"]) == {(False, True)}
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark = False
 
 
 def test_bf16_autocast_trains_in_bfloat16_and_keeps_float32_weights(sets):

@@ -409,6 +409,11 @@ def fit(
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # cuDNN picks convolution algorithms by timing them unless told not to, which makes
+    # GPU runs differ from one another; the deterministic ones are used instead
+    cudnn = torch.backends.cudnn
+    previous_cudnn = (cudnn.benchmark, cudnn.deterministic)
+    cudnn.benchmark, cudnn.deterministic = False, True
     try:
         return _fit(
             model,
@@ -421,6 +426,7 @@ def fit(
         )
     finally:
         torch.set_num_threads(previous_threads)
+        cudnn.benchmark, cudnn.deterministic = previous_cudnn
 
 
 def _fit(
