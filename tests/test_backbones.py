@@ -23,6 +23,7 @@ from mammocad.models import (
     OFFLINE_ENV,
     WeightsUnavailable,
     build_model,
+    bundled,
     count_parameters,
     freeze_layers,
     get_module,
@@ -31,7 +32,8 @@ from mammocad.models import (
 from mammocad.models import backbones as bb
 from mammocad.models._torchvision_compat import import_timm, import_torchvision
 
-# (total, trainable with the default frozen layers), each with a two-class head.
+# (total, trainable with the default frozen layers of an ImageNet init), each with a
+# two-class head.
 EXPECTED_PARAMS = {
     "alexnet": (57_012_034, 56_988_738),
     "googlenet": (5_601_954, 5_477_218),
@@ -60,6 +62,9 @@ def test_forward_backward(name):
     spec = get_spec(name)
     model, init = build_model(name, "scratch")
     assert init == "scratch"
+    total = EXPECTED_PARAMS[name][0]
+    assert count_parameters(model) == (total, total)  # scratch: frozen random layers teach nothing
+    freeze_layers(model, spec.default_frozen, keep_trainable=(spec.classifier,))
     assert count_parameters(model) == EXPECTED_PARAMS[name]
 
     head = get_module(model, spec.classifier)
@@ -166,6 +171,12 @@ def caches(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def no_bundled(tmp_path, monkeypatch):
+    """Hides the bundled int8 weights, as where the package lost them."""
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
+
+
+@pytest.fixture
 def unroutable(monkeypatch):
     """Points the network probe at TEST-NET-1 (RFC 5737), which no network routes."""
     real = bb._reachable
@@ -201,11 +212,12 @@ def test_imagenet_torchvision_loads_from_cache(caches):
     torch.save(reference.state_dict(), path)
 
     model, init = build_model("mobilenet_v2", "imagenet", allow_download=False)
-    assert init == "imagenet"
+    assert init == "torchvision"
     assert torch.all(model.features[0][0].weight == 0.125)
     assert model.classifier[1].out_features == 2
+    assert type(model.features[0][0]) is nn.Conv2d  # the library's padding, not TF's
     model, init = build_model("mobilenet_v2", "auto", allow_download=False)
-    assert init == "imagenet"
+    assert init == "torchvision"
 
 
 def test_imagenet_googlenet_drops_aux_heads(caches):
@@ -220,7 +232,7 @@ def test_imagenet_googlenet_drops_aux_heads(caches):
     torch.save(reference.state_dict(), path)
 
     model, init = build_model("googlenet", "imagenet", allow_download=False)
-    assert init == "imagenet"
+    assert init == "torchvision"
     assert torch.all(model.conv1.conv.weight == 0.5)
     assert model.aux1 is None and model.aux2 is None and model.transform_input
     scratch, _ = build_model("googlenet", "scratch")
@@ -243,13 +255,13 @@ def test_imagenet_timm_loads_from_hf_cache(caches, monkeypatch):
     save_file(reference.state_dict(), _hf_snapshot(spec.weights) / "model.safetensors")
 
     model, init = build_model("mobilenet_v1", "imagenet", allow_download=False)
-    assert init == "imagenet"
+    assert init == "timm"
     assert torch.all(model.conv_stem.weight == 0.25)
     assert model.classifier.out_features == 2
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1"])
-def test_empty_cache_imagenet_fails_fast(caches, unroutable, name):
+def test_empty_cache_imagenet_fails_fast(caches, unroutable, no_bundled, name):
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable) as err:
         build_model(name, "imagenet")
@@ -257,18 +269,20 @@ def test_empty_cache_imagenet_fails_fast(caches, unroutable, name):
     message = str(err.value)
     assert repr(name) in message and "unreachable" in message
     assert str(caches) in message  # where the weights were looked for
+    assert "bundled int8" in message
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1"])
-def test_empty_cache_auto_falls_back_to_scratch(caches, caplog, name):
+def test_empty_cache_auto_falls_back_to_scratch(caches, no_bundled, caplog, name):
     with caplog.at_level(logging.WARNING, logger="mammocad.models.backbones"):
         model, init = build_model(name, "auto", allow_download=False)
     assert init == "scratch"
     assert any(name in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-    assert count_parameters(model) == EXPECTED_PARAMS[name]
+    total = EXPECTED_PARAMS[name][0]
+    assert count_parameters(model) == (total, total)  # nothing frozen for scratch
 
 
-def test_offline_env_skips_the_network(caches, monkeypatch):
+def test_offline_env_skips_the_network(caches, no_bundled, monkeypatch):
     monkeypatch.setenv(OFFLINE_ENV, "1")
 
     def no_probe(url, timeout):

@@ -13,6 +13,8 @@ caches: torchvision's under ``<torch.hub.get_dir()>/checkpoints/`` (``$TORCH_HOM
 timm's in the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``). Builders
 only ever read those caches; :func:`fetch_weights` is the one place that downloads, after
 a network probe of a few seconds, so that a machine without network is detected quickly.
+Where they cannot be had, the two MobileNets fall back to ImageNet weights bundled with the
+package, converted from int8 TFLite models (:mod:`mammocad.models.bundled`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ OFFLINE_ENV = "MAMMOCAD_OFFLINE"
 
 Init = Literal["imagenet", "scratch", "auto"]
 INITS: tuple[str, ...] = ("imagenet", "scratch", "auto")
+#: Where a model's initial weights came from, as :func:`build_model` reports it.
+InitSource = Literal["torchvision", "timm", "bundled-int8", "scratch"]
+SOURCES: tuple[str, ...] = ("torchvision", "timm", "bundled-int8", "scratch")
+BUNDLED = "bundled-int8"
 
 # Hugging Face hub file names timm tries, in its order (timm.models._hub).
 _HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -80,6 +86,9 @@ class BackboneSpec:
         input_size: side of the square input the ImageNet weights were trained on.
         mean: per-channel normalisation mean the weights expect.
         std: per-channel normalisation standard deviation the weights expect.
+        bundled: file name, under ``mammocad/models/weights/``, of the bundled int8 TFLite
+            ImageNet model used where the library's float weights cannot be had; None for
+            backbones without one. Models built for it take the same ``mean``/``std``.
     """
 
     name: str
@@ -92,6 +101,7 @@ class BackboneSpec:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    bundled: str | None = None
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -279,6 +289,7 @@ _register(
         default_frozen=("conv_stem", "bn1", "blocks.0", "blocks.1"),  # up to stride 4
         source="timm",
         weights="mobilenetv1_100.ra4_e3600_r224_in1k",
+        bundled="mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
         # the timm weights were trained on inputs scaled to [-1, 1], not ImageNet statistics
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -290,6 +301,7 @@ _torchvision_spec(
     classifier="classifier.1",
     cam_target_layer="features",
     default_frozen=tuple(f"features.{i}" for i in range(4)),  # stem to the 24-ch stage
+    bundled="mobilenet_v2_1.0_224_quant.tflite",
 )
 
 
@@ -566,6 +578,76 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def build_architecture(
+    name: str, init_source: str | None = "scratch", num_classes: int = 2
+) -> nn.Module:
+    """The architecture a backbone was built with, without weights or freezing.
+
+    Models initialised from the bundled int8 weights use the TFLite layout (TensorFlow's
+    SAME padding, input range; see :func:`mammocad.models.bundled.tf_architecture`), all
+    others the library's. Rebuilding a model from a checkpoint must use the same one, or
+    its outputs change although the weights load.
+
+    Args:
+        name: registered backbone name.
+        init_source: the source :func:`build_model` reported (recorded as ``init`` in the
+            checkpoint's metrics). ``None`` (checkpoints that predate it) and the former
+            ``"imagenet"`` mean the library's architecture.
+        num_classes: outputs of the head.
+
+    Returns:
+        The model, randomly initialised, every parameter trainable.
+
+    Raises:
+        KeyError: for an unknown backbone name.
+        ValueError: for an unknown ``init_source``.
+    """
+    spec = get_spec(name)
+    if init_source is not None and init_source not in (*SOURCES, "imagenet"):
+        raise ValueError(f"unknown init source {init_source!r}; valid: {', '.join(SOURCES)}")
+    model = spec.builder(False)
+    if init_source == BUNDLED:
+        from mammocad.models.bundled import tf_architecture
+
+        tf_architecture(model, spec.mean, spec.std)
+    replace_head(model, spec.classifier, num_classes)
+    return model
+
+
+def _imagenet_model(
+    spec: BackboneSpec, init: Init, allow_download: bool | None, timeout_s: float
+) -> tuple[nn.Module, InitSource]:
+    """The ImageNet model of a backbone, from the best source there is (see build_model)."""
+    try:
+        fetch_weights(spec.name, allow_download=allow_download, timeout_s=timeout_s)
+        return spec.builder(True), spec.source
+    except WeightsUnavailable as err:
+        cause, why = err, str(err)
+    if spec.bundled is not None:
+        from mammocad.models.bundled import build_bundled
+
+        try:
+            model = build_bundled(spec.name)
+        except WeightsUnavailable as err:
+            why = f"{why} The bundled int8 ImageNet weights are unavailable too: {err}"
+        else:
+            logger.warning(
+                "%s: %s float ImageNet weights unavailable; using the bundled int8 ImageNet "
+                "weights (%s), converted to float",
+                spec.name,
+                spec.source,
+                spec.bundled,
+            )
+            return model, BUNDLED
+    else:
+        bundled = ", ".join(n for n in BACKBONES.names() if get_spec(n).bundled)
+        why = f"{why} (ImageNet weights are bundled only for {bundled}.)"
+    if init == "imagenet":
+        raise WeightsUnavailable(why) from cause
+    logger.warning("init 'auto' falls back to scratch: %s", why)
+    return spec.builder(False), "scratch"
+
+
 def build_model(
     name: str,
     init: Init,
@@ -574,8 +656,13 @@ def build_model(
     *,
     allow_download: bool | None = None,
     timeout_s: float = NETWORK_TIMEOUT_S,
-) -> tuple[nn.Module, str]:
+) -> tuple[nn.Module, InitSource]:
     """Builds a backbone of paper Table 1 with a new ``num_classes`` head (paper §3).
+
+    ImageNet weights come, in this order, from the library's own float weights (cached, or
+    downloaded where allowed: :func:`fetch_weights`), then for the MobileNets from the
+    bundled int8 TFLite weights (:mod:`mammocad.models.bundled`), else ``"auto"`` falls back
+    to scratch with a warning and ``"imagenet"`` fails.
 
     Args:
         name: registered backbone name (see :data:`BACKBONES`).
@@ -583,44 +670,47 @@ def build_model(
             ``"scratch"`` keeps the random initialisation (seed beforehand); ``"auto"``
             loads ImageNet weights where obtainable, else warns and uses scratch.
         num_classes: outputs of the new head (2: benign vs malignant).
-        freeze: module-path prefixes to freeze; ``None`` uses the spec's
-            ``default_frozen``, ``()`` freezes nothing. The new head always trains.
+        freeze: module-path prefixes to freeze; ``()`` freezes nothing. ``None`` freezes
+            the spec's ``default_frozen`` where the init has ImageNet weights and nothing
+            where it resolves to scratch: frozen random layers teach nothing. The new head
+            always trains.
         allow_download: see :func:`fetch_weights`.
         timeout_s: see :func:`fetch_weights`.
 
     Returns:
-        ``(model, resolved_init)`` with ``resolved_init`` ``"imagenet"`` or ``"scratch"``,
-        to be recorded with the run so that runs with different inits never look alike.
+        ``(model, source)`` with ``source`` one of ``"torchvision"``, ``"timm"``,
+        ``"bundled-int8"`` or ``"scratch"`` (see :data:`SOURCES`), to be recorded with the
+        run so that runs with different inits never look alike, and passed to
+        :func:`build_architecture` to rebuild the model from a checkpoint.
 
     Raises:
         KeyError: for an unknown backbone name, listing the valid ones.
         ValueError: for an unknown ``init``, ``num_classes < 1`` or a prefix matching
-            nothing.
-        WeightsUnavailable: for ``init="imagenet"`` when the weights cannot be had.
+            nothing; :class:`~mammocad.models.bundled.BundledWeightsMismatch` if a bundled
+            file does not fit its architecture.
+        WeightsUnavailable: for ``init="imagenet"`` when no ImageNet weights can be had.
     """
     spec = get_spec(name)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    resolved = "scratch"
-    if init != "scratch":
-        try:
-            fetch_weights(name, allow_download=allow_download, timeout_s=timeout_s)
-            resolved = "imagenet"
-        except WeightsUnavailable as err:
-            if init == "imagenet":
-                raise
-            logger.warning("init 'auto' falls back to scratch: %s", err)
-    model = spec.builder(resolved == "imagenet")
+    if init == "scratch":
+        model, source = spec.builder(False), "scratch"
+    else:
+        model, source = _imagenet_model(spec, init, allow_download, timeout_s)
     replace_head(model, spec.classifier, num_classes)
-    freeze_layers(
-        model,
-        spec.default_frozen if freeze is None else freeze,
-        keep_trainable=(spec.classifier,),
-    )
+    if freeze is None:
+        freeze = spec.default_frozen if source != "scratch" else ()
+        logger.info(
+            "%s (init %s): %s",
+            name,
+            source,
+            f"default frozen layers {', '.join(freeze)}"
+            if freeze
+            else "every layer trains (frozen random layers teach nothing)",
+        )
+    freeze_layers(model, freeze, keep_trainable=(spec.classifier,))
     total, trainable = count_parameters(model)
-    logger.info(
-        "built %s (init %s): %d parameters, %d trainable", name, resolved, total, trainable
-    )
-    return model, resolved
+    logger.info("built %s (init %s): %d parameters, %d trainable", name, source, total, trainable)
+    return model, source
