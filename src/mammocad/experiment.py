@@ -31,7 +31,12 @@ from mammocad.evaluate import (
     latency_ms,
     model_file_mb,
 )
-from mammocad.models.backbones import build_model, count_parameters, get_spec
+from mammocad.models.backbones import (
+    build_architecture,
+    build_model,
+    count_parameters,
+    get_spec,
+)
 from mammocad.models.data import ImageSet, label_cancerous, label_malignant
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.train import FitResult, TrainConfig, fit, predict_proba
@@ -363,7 +368,8 @@ def save_trained(path: Path, trained: TrainedModel, config: dict[str, Any]) -> N
 def load_trained_backbone(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet download needed)."""
     ckpt = load_checkpoint(path)
-    model, _ = build_model(ckpt["backbone"], "scratch", freeze=())
+    # the init source decides the architecture (bundled weights pad like TensorFlow)
+    model = build_architecture(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt

@@ -46,7 +46,7 @@ from mammocad.localize import (
     to_input,
     top_regions,
 )
-from mammocad.models.backbones import build_model, get_spec
+from mammocad.models.backbones import build_architecture, get_spec
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.patches import PatchesConfig, make_full, make_patch
 
@@ -190,7 +190,8 @@ def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     the training modules.
     """
     ckpt = load_checkpoint(path)
-    model, _ = build_model(ckpt["backbone"], "scratch", freeze=())
+    # the init source decides the architecture (bundled weights pad like TensorFlow)
+    model = build_architecture(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
