@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mammocad.evaluate import (
     CI_METRICS,
+    auc_difference,
     average_precision,
     binary_metrics,
     bootstrap_ci,
     choose_threshold,
     confusion,
     curves,
+    descriptor_reference,
+    descriptor_score,
     latency_ms,
     model_file_mb,
     roc_auc,
@@ -195,3 +199,66 @@ def test_latency_and_file_size(tmp_path):
     path = tmp_path / "m.bin"
     path.write_bytes(b"\0" * (3 * 2**20 // 2))
     assert model_file_mb(path) == 1.5
+
+
+# --------------------------------------------------------------------------- references
+
+
+def test_auc_difference_value_table():
+    y = [0, 0, 1, 1]
+    groups = ["a", "b", "c", "d"]
+    perfect = [0.1, 0.2, 0.8, 0.9]
+    out = auc_difference(y, perfect, [0.9, 0.8, 0.2, 0.1], groups, n_boot=200, seed=1)
+    assert out["auc_a"] == 1.0 and out["auc_b"] == 0.0 and out["difference"] == 1.0
+    assert out["low"] == out["high"] == 1.0  # every replicate with both classes says so
+    same = auc_difference(y, perfect, perfect, groups, n_boot=50)
+    assert same["difference"] == 0.0 and same["low"] == same["high"] == 0.0
+    # b ranks one of four positive-negative pairs wrongly: AUC 3/4
+    part = auc_difference(y, perfect, [0.1, 0.8, 0.2, 0.9], groups, n_boot=200, seed=1)
+    assert part["auc_b"] == 0.75 and part["difference"] == 0.25
+    assert part["low"] <= 0.25 <= part["high"] and part["n_valid"] > 100
+
+
+def test_auc_difference_is_paired_by_patient():
+    # a patient's two images always travel together: swapping one patient's scores in b
+    # changes the difference only through that patient
+    y = [0, 1, 0, 1]
+    groups = ["p", "p", "q", "q"]
+    out = auc_difference(y, [0.2, 0.7, 0.3, 0.8], [0.2, 0.7, 0.3, 0.8], groups, n_boot=100)
+    assert out["low"] == out["high"] == 0.0
+    with pytest.raises(ValueError, match="one entry per image"):
+        auc_difference(y, [0.1] * 4, [0.2] * 4, ["p"])
+
+
+@pytest.mark.parametrize(
+    ("shape", "margins", "score"),
+    [
+        ("OVAL", "CIRCUMSCRIBED", 0.0),
+        ("ROUND", "OBSCURED", 1.0),
+        ("LOBULATED", "MICROLOBULATED", 3.0),
+        ("IRREGULAR", "SPICULATED", 6.0),
+        ("LOBULATED", "OBSCURED-ILL_DEFINED", 4.0),  # a compound value counts its worst part
+        ("IRREGULAR-ARCHITECTURAL_DISTORTION", "", 2.0),
+        (" oval ", "circumscribed\n", 0.0),
+        ("", "", None),
+        ("N/A", "", None),
+    ],
+)
+def test_descriptor_score_value_table(shape, margins, score):
+    assert descriptor_score(shape, margins) == score
+
+
+def test_descriptor_reference_on_a_tiny_split():
+    frame = pd.DataFrame(
+        {
+            "lesion_shape": ["OVAL", "ROUND", "IRREGULAR", "IRREGULAR", ""],
+            "lesion_margins": ["CIRCUMSCRIBED", "SPICULATED", "SPICULATED", "OBSCURED", ""],
+            "pathology": ["BENIGN", "BENIGN", "MALIGNANT", "MALIGNANT", "MALIGNANT"],
+            "patient_id": ["a", "b", "c", "d", "e"],
+        }
+    )
+    ref = descriptor_reference(frame, n_boot=100)
+    # scores 0, 4 (benign) vs 6, 3 (malignant; the empty row is not scored): 3 of 4 pairs
+    assert ref["auc"] == 0.75 and ref["n"] == 5 and ref["n_scored"] == 4
+    empty = frame.assign(lesion_shape="", lesion_margins="")
+    assert descriptor_reference(empty) is None

@@ -249,6 +249,26 @@ def test_frozen_layers_stay_fixed(data):
         assert not torch.equal(before[key], after[key]), key
 
 
+def test_frozen_bn_stats_keep_running_statistics_but_train_affine(data):
+    model = _model(dropout=0.0)
+    before = copy.deepcopy(model.state_dict())
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, patience=0, threads=1)
+    fit(model, data["train"], data["val"], cfg, seed=0, freeze_bn_stats=True)
+    after = model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key in stats:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["features.block0.bn.weight"], after["features.block0.bn.weight"])
+    # without the flag the same run moves the statistics
+    model = _model(dropout=0.0)
+    fit(model, data["train"], data["val"], cfg, seed=0)
+    assert not torch.equal(
+        before["features.block0.bn.running_mean"],
+        model.state_dict()["features.block0.bn.running_mean"],
+    )
+
+
 def test_class_weighting(data):
     labels = data["skewed"].labels
     assert labels.tolist().count(1) == 16

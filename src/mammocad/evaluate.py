@@ -19,7 +19,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -286,21 +286,10 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    _, group_of = np.unique(g, return_inverse=True)
-    # images sorted by patient, so that a patient's images are one contiguous slice
-    by_group = np.argsort(group_of, kind="stable")
-    sizes = np.bincount(group_of)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    n_groups = len(sizes)
-
-    rng = np.random.default_rng(seed)
     values: dict[str, list[float]] = {m: [] for m in CI_METRICS}
-    for _ in tqdm(range(n_boot), desc="bootstrap", unit="rep", disable=None, leave=False):
-        drawn = rng.integers(0, n_groups, size=n_groups)
-        # concatenated ranges [starts[d], starts[d] + sizes[d]) without a Python loop
-        lengths = sizes[drawn]
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        idx = by_group[np.repeat(starts[drawn], lengths) + offsets]
+    replicates = _patient_resamples(g, n_boot, seed)
+    for idx in tqdm(replicates, total=n_boot, desc="bootstrap", unit="rep", disable=None,
+                    leave=False):  # fmt: skip
         metrics = _metrics(y[idx], p[idx], threshold)
         for name in CI_METRICS:
             if metrics[name] is not None:
@@ -429,3 +418,149 @@ def model_file_mb(path: str | os.PathLike) -> float:
         FileNotFoundError: if the file is missing.
     """
     return os.path.getsize(path) / 2**20
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _patient_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Index arrays of ``n_boot`` patient-bootstrap replicates (see :func:`bootstrap_ci`).
+
+    Each replicate draws as many patients as there are, with replacement, and takes all
+    their images: the patients' images sorted into contiguous slices are concatenated
+    without a Python loop.
+    """
+    _, group_of = np.unique(groups, return_inverse=True)
+    by_group = np.argsort(group_of, kind="stable")
+    sizes = np.bincount(group_of)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        drawn = rng.integers(0, len(sizes), size=len(sizes))
+        lengths = sizes[drawn]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        yield by_group[np.repeat(starts[drawn], lengths) + offsets]
+
+
+def auc_difference(
+    y_true: Any,
+    prob_a: Any,
+    prob_b: Any,
+    groups: Any,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """ROC AUC of model A minus model B on the same images, with a paired interval.
+
+    Both models are scored on each replicate's patients, so the interval reflects the
+    difference between the models rather than the two AUCs' own spreads (which overlap
+    far more than the difference varies).
+
+    Args:
+        y_true: labels (0/1) of the shared test images.
+        prob_a: model A's probabilities of class 1.
+        prob_b: model B's, for the same images in the same order.
+        groups: patient id of each image (the resampling unit).
+        n_boot: patient-bootstrap replicates.
+        seed: seed of the resampling generator.
+        alpha: 1 − confidence level.
+
+    Returns:
+        ``{"auc_a", "auc_b", "difference", "low", "high", "n_valid"}``; the interval is
+        ``None`` where no replicate held both classes.
+
+    Raises:
+        ValueError: for inputs of different lengths.
+    """
+    y, pa = _check(y_true, prob_a)
+    _, pb = _check(y_true, prob_b)
+    g = np.asarray(groups)
+    if g.shape != y.shape:
+        raise ValueError(f"groups must have one entry per image: {g.shape} vs {y.shape}")
+    auc_a, auc_b = roc_auc(y, pa), roc_auc(y, pb)
+    diffs = []
+    for idx in _patient_resamples(g, n_boot, seed):
+        a, b = roc_auc(y[idx], pa[idx]), roc_auc(y[idx], pb[idx])
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    low = high = None
+    if diffs:
+        low, high = (float(v) for v in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "difference": None if auc_a is None or auc_b is None else auc_a - auc_b,
+        "low": low,
+        "high": high,
+        "n_valid": len(diffs),
+    }
+
+
+#: Suspicion rank of BI-RADS mass margins and shapes (ACR BI-RADS atlas: circumscribed
+#: margins and oval or round shapes suggest benign masses; spiculated margins and irregular
+#: shapes malignant ones).
+MARGIN_RANK = {"CIRCUMSCRIBED": 0, "OBSCURED": 1, "MICROLOBULATED": 2, "ILL_DEFINED": 3,
+               "SPICULATED": 4}  # fmt: skip
+SHAPE_RANK = {"ROUND": 0, "OVAL": 0, "LOBULATED": 1, "IRREGULAR": 2,
+              "ARCHITECTURAL_DISTORTION": 2}  # fmt: skip
+
+
+def _rank(value: Any, table: Mapping[str, int]) -> int | None:
+    """The highest rank among the parts of a compound descriptor (``A-B``), if any."""
+    parts = [table[p] for p in str(value).strip().upper().split("-") if p in table]
+    return max(parts) if parts else None
+
+
+def descriptor_score(shape: Any, margins: Any) -> float | None:
+    """A radiologist's rule: suspicion from the reported BI-RADS shape and margins.
+
+    The score is the margin rank plus the shape rank (see :data:`MARGIN_RANK`,
+    :data:`SHAPE_RANK`); ``None`` where neither descriptor is known. It reads no pixels:
+    its ROC AUC on a test set is the signal that the descriptors alone carry, a reference
+    for what the image models reach.
+    """
+    m, s = _rank(margins, MARGIN_RANK), _rank(shape, SHAPE_RANK)
+    if m is None and s is None:
+        return None
+    return float((m or 0) + (s or 0))
+
+
+def descriptor_reference(
+    frame: Any, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, Any] | None:
+    """ROC AUC, with its patient-bootstrap interval, of :func:`descriptor_score`.
+
+    Args:
+        frame: test ROI rows with ``pathology`` (``BENIGN``/``MALIGNANT``),
+            ``lesion_shape``, ``lesion_margins`` and ``patient_id``.
+        n_boot: patient-bootstrap replicates.
+        seed: seed of the resampling generator.
+        alpha: 1 − confidence level.
+
+    Returns:
+        ``{"auc", "low", "high", "n", "n_scored"}``, or ``None`` where no row has a
+        descriptor (e.g. a source without BI-RADS descriptors).
+    """
+    scores = [
+        descriptor_score(s, m)
+        for s, m in zip(frame["lesion_shape"], frame["lesion_margins"], strict=True)
+    ]
+    keep = np.array([s is not None for s in scores])
+    if not keep.any():
+        return None
+    y = (np.asarray(frame["pathology"]) == "MALIGNANT").astype(int)[keep]
+    p = np.array([s for s in scores if s is not None], dtype=float)
+    g = np.asarray(frame["patient_id"])[keep]
+    aucs = [roc_auc(y[i], p[i]) for i in _patient_resamples(g, n_boot, seed)]
+    aucs = [a for a in aucs if a is not None]
+    low = high = None
+    if aucs:
+        low, high = (float(v) for v in np.quantile(aucs, [alpha / 2, 1 - alpha / 2]))
+    return {
+        "auc": roc_auc(y, p),
+        "low": low,
+        "high": high,
+        "n": len(frame),
+        "n_scored": int(keep.sum()),
+    }

@@ -292,15 +292,27 @@ def frozen_batchnorms(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def train_mode(model: nn.Module) -> None:
+def train_mode(model: nn.Module, freeze_bn_stats: bool = False) -> None:
     """Puts ``model`` in training mode except its frozen batch-norm layers.
 
     A frozen batch-norm layer in training mode would still normalise with the batch
     statistics and overwrite its running averages, so the "frozen" ImageNet layers would
     change after all; in eval mode they use their stored statistics and stay fixed.
+
+    Args:
+        model: the model to switch.
+        freeze_bn_stats: keep every batch-norm layer in eval mode (its affine parameters
+            still train where trainable). Weights with batch norm folded into the
+            convolutions carry identity statistics; normalising with batch statistics
+            instead collapsed such a network to one output within a few epochs.
     """
     model.train()
-    for module in frozen_batchnorms(model):
+    found = (
+        [m for m in model.modules() if isinstance(m, _BatchNorm)]
+        if freeze_bn_stats
+        else frozen_batchnorms(model)
+    )
+    for module in found:
         module.eval()
 
 
@@ -361,6 +373,7 @@ def fit(
     seed: int,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ctx: DistContext | None = None,
+    freeze_bn_stats: bool = False,
 ) -> FitResult:
     """Trains ``model`` and keeps the weights of its best validation epoch (paper §4.2).
 
@@ -391,6 +404,8 @@ def fit(
         on_epoch: called with each epoch's history record (for live metric logging).
         ctx: the data-parallel context; by default that of the active process group
             (:func:`mammocad.distributed.current`), a single process without one.
+        freeze_bn_stats: keep every batch-norm layer's statistics fixed (see
+            :func:`train_mode`).
 
     Returns:
         The best state, its epoch, the per-epoch history and whether training stopped
@@ -423,6 +438,7 @@ def fit(
             seed,
             on_epoch,
             distributed.current() if ctx is None else ctx,
+            freeze_bn_stats,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -437,6 +453,7 @@ def _fit(
     seed: int,
     on_epoch: Callable[[dict[str, Any]], None] | None,
     ctx: DistContext,
+    freeze_bn_stats: bool = False,
 ) -> FitResult:
     # rank 0 draws exactly what a single process draws; the others their own dropout masks
     torch.manual_seed(seed + ctx.rank)
@@ -492,7 +509,7 @@ def _fit(
     )
     for epoch in bar:
         start = time.perf_counter()
-        train_mode(model)
+        train_mode(model, freeze_bn_stats)
         loss_sum = 0.0
         seen = correct = 0
         if ctx.active:
