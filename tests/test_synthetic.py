@@ -348,6 +348,32 @@ def test_malignant_masses_have_rougher_outlines(large: Generated) -> None:
     assert malignant > 1.3 * benign, (malignant, benign)
 
 
+def test_without_crossover_descriptors_follow_the_pathology(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(LARGE, n_patients=12, quirk_fraction=0.0, style_crossover=0.0)
+    data = _load(tmp_path, _generate(tmp_path, cfg, seed=3))
+    masses = _abnormal(data)
+    malignant = masses["pathology"] == "MALIGNANT"
+    benign_margins = {"CIRCUMSCRIBED", "OBSCURED"}
+    malignant_margins = {"SPICULATED", "MICROLOBULATED"}  # ILL_DEFINED occurs in both
+    assert not set(masses.loc[malignant, "mass margins"]) & benign_margins
+    assert not set(masses.loc[~malignant, "mass margins"]) & malignant_margins
+    assert malignant.sum() >= 5 and (~malignant).sum() >= 5
+
+
+def test_microlobulated_outlines_ripple_without_spikes() -> None:
+    from mammocad.sources.synthetic import _outline
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        micro = _outline(rng, "OVAL", "MICROLOBULATED", np.array([]))
+        smooth = _outline(rng, "OVAL", "CIRCUMSCRIBED", np.array([]))
+        spiky = _outline(rng, "OVAL", "SPICULATED", rng.uniform(0, 2 * np.pi, 12))
+        # a few percent of the radius, far below the spicule bases' 15-35 %
+        assert micro.max() - micro.min() < 0.25
+        assert micro.std() > smooth.std() / 2
+        assert spiky.max() - 1 > 0.12
+
+
 # --------------------------------------------------------------------------------------
 # reproducibility
 
@@ -391,6 +417,7 @@ def test_other_seed_other_data(small: Generated, tmp_path: Path) -> None:
         ("quirk_fraction", -1.0),
         ("missing_fraction", 1.01),
         ("mismatched_mask_fraction", True),
+        ("style_crossover", 1.2),
     ],
 )
 def test_invalid_config_names_the_field(field: str, value: object) -> None:

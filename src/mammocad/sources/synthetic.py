@@ -20,7 +20,8 @@ a breast that fills out from the chest wall with a thickness fall-off and a fain
 fibroglandular texture that is denser near the chest wall and streams toward the nipple, a
 pectoral muscle on MLO views, occasional film labels, masses whose shape and margin follow
 their BI-RADS descriptors (benign: oval or round, circumscribed; malignant: irregular,
-spiculated; a fifth of each borrows the other look) and clusters of calcifications.
+spiculated, and denser; a share ``style_crossover`` of each borrows the other look) and
+clusters of calcifications.
 
 Reproducibility: the discrete design (splits, breast kinds, pathologies, quirks) is drawn
 from ``default_rng([seed, 0])`` in the calling process; each patient ``P_0000n`` draws its
@@ -71,12 +72,14 @@ _VIEWS = ("CC", "MLO")
 # BI-RADS descriptors: (value, weight). A lesion's rendering follows its descriptors, and the
 # descriptors follow its "look", which matches its pathology for 80% of lesions.
 _MASS_SHAPES = {
-    False: (("OVAL", 0.45), ("ROUND", 0.25), ("LOBULATED", 0.30)),
+    False: (("OVAL", 0.45), ("ROUND", 0.25), ("LOBULATED", 0.25), ("IRREGULAR", 0.05)),
     True: (("IRREGULAR", 0.75), ("IRREGULAR-ARCHITECTURAL_DISTORTION", 0.10), ("LOBULATED", 0.15)),
 }
+# In the real CBIS-DDSM mass CSVs, MICROLOBULATED margins are mostly malignant (69 of 108
+# training rows) and ILL_DEFINED ones 63 %; CIRCUMSCRIBED and OBSCURED ones about 10 %.
 _MASS_MARGINS = {
-    False: (("CIRCUMSCRIBED", 0.60), ("OBSCURED", 0.25), ("MICROLOBULATED", 0.15)),
-    True: (("SPICULATED", 0.55), ("ILL_DEFINED", 0.35), ("MICROLOBULATED", 0.10)),
+    False: (("CIRCUMSCRIBED", 0.55), ("OBSCURED", 0.35), ("ILL_DEFINED", 0.10)),
+    True: (("SPICULATED", 0.50), ("ILL_DEFINED", 0.35), ("MICROLOBULATED", 0.15)),
 }
 _CALC_TYPES = {
     False: (
@@ -106,11 +109,12 @@ _ASSESSMENT = {
 }
 _SUBTLETY = ((1, 0.05), (2, 0.10), (3, 0.25), (4, 0.27), (5, 0.33))
 #: Peak added intensity (of a 0..1 range) for subtlety 1..5: subtle findings barely show.
-_MASS_CONTRAST = (0.06, 0.09, 0.12, 0.16, 0.21)
+_MASS_CONTRAST = (0.09, 0.12, 0.15, 0.18, 0.22)
 _CALC_CONTRAST = (0.12, 0.16, 0.21, 0.27, 0.33)
 _DENSITY = ((1, 0.18), (2, 0.42), (3, 0.28), (4, 0.12))
-#: Share of lesions whose look is the other pathology's, so the task is not trivial.
-_CROSSOVER = 0.2
+#: Density of a malignant mass relative to a benign one of the same subtlety: high
+#: density is a BI-RADS sign of malignancy, a cue beside the margin and shape.
+_MALIGNANT_DENSITY = 1.25
 #: Share of masses drawn elongated (axis ratio 3.4-4.2); with the ~1.5% whose crops fall
 #: outside the patches stage's aspect range by chance, about 3% of mass crops do.
 _ELONGATED = 0.02
@@ -138,6 +142,10 @@ class SyntheticConfig:
             partial downloads.
         mismatched_mask_fraction: share of masks whose size differs from their full image
             (as ``Mass-Test_P_00145`` in the real collection).
+        style_crossover: share of findings drawn with the other pathology's look (BI-RADS
+            shape, margins, calcification type). A rule that knew each finding's look
+            would reach a ROC AUC of about ``1 - style_crossover``; density carries a
+            little more signal beside it.
     """
 
     n_patients: int = 60
@@ -149,6 +157,7 @@ class SyntheticConfig:
     quirk_fraction: float = 0.1
     missing_fraction: float = 0.0
     mismatched_mask_fraction: float = 0.0
+    style_crossover: float = 0.1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -203,6 +212,7 @@ class _PatientTask:
     image_height: int
     seed: int
     out_dir: Path
+    style_crossover: float = 0.1
 
 
 def _exact_flags(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
@@ -260,6 +270,7 @@ def _plan(cfg: SyntheticConfig, seed: int, out_dir: Path) -> list[_PatientTask]:
                 split="test" if test[p] else "train",
                 breasts=(breasts[0], breasts[1]),
                 image_height=cfg.image_height,
+                style_crossover=cfg.style_crossover,
                 seed=seed,
                 out_dir=out_dir,
             )
@@ -478,16 +489,25 @@ class _Lesion:
 
 
 def _draw_lesion(
-    rng: np.random.Generator, plan: _LesionPlan, kind: str, height: int, density: int
+    rng: np.random.Generator,
+    plan: _LesionPlan,
+    kind: str,
+    height: int,
+    density: int,
+    crossover: float,
 ) -> _Lesion:
-    """Draws a finding's pathology, BI-RADS descriptors and geometry."""
+    """Draws a finding's pathology, BI-RADS descriptors and geometry.
+
+    A share ``crossover`` of findings takes the other pathology's look (descriptors and
+    rendering), so no rule on the look alone can be perfect.
+    """
     malignant = plan.malignant
     if malignant:
         pathology = "MALIGNANT"
     else:
         callback_free = 0.2 if kind == "mass" else 0.45
         pathology = "BENIGN_WITHOUT_CALLBACK" if rng.random() < callback_free else "BENIGN"
-    look = malignant != (rng.random() < _CROSSOVER)
+    look = malignant != (rng.random() < crossover)
     if kind == "mass":
         a = _choice(rng, _MASS_SHAPES[look])
         b = _choice(rng, _MASS_MARGINS[look])
@@ -553,7 +573,9 @@ def _outline(rng: np.random.Generator, shape: str, margins: str, spikes: np.ndar
     else:  # IRREGULAR, with or without architectural distortion
         harmonics(range(2, 20), 0.35, 0.9)
     if margins == "MICROLOBULATED":
-        harmonics(range(14, 26), 0.03, 0.0)
+        # small undulations of the outline (lobules of a few pixels), not spikes: a dozen
+        # high harmonics of 0.03 each added up to a star
+        harmonics(range(8, 14), 0.012, 0.0)
     for angle in spikes:
         gap = np.angle(np.exp(1j * (theta - angle)))  # wrapped angular distance
         r = r + rng.uniform(0.15, 0.35) * np.exp(-0.5 * (gap / 0.05) ** 2)
@@ -603,6 +625,8 @@ def _render_mass(
     q = np.hypot(u, v) / outline[index]
 
     contrast = _MASS_CONTRAST[lesion.subtlety - 1] * rng.uniform(0.85, 1.15)
+    if lesion.pathology == "MALIGNANT":
+        contrast *= _MALIGNANT_DENSITY
     dome = 0.75 + 0.25 * np.sqrt(np.clip(1 - q * q, 0, 1))
     inner = (slice(half - core, half + core + 1),) * 2
     value = np.zeros((2 * half + 1, 2 * half + 1), dtype=np.float32)
@@ -954,7 +978,8 @@ def _generate_patient(task: _PatientTask) -> _PatientResult:
 
     for breast in task.breasts:
         lesions = [
-            _draw_lesion(rng, plan, breast.kind, height, density) for plan in breast.lesions
+            _draw_lesion(rng, plan, breast.kind, height, density, task.style_crossover)
+            for plan in breast.lesions
         ]
         counts[f"breasts_{breast.kind}"] += 1
         key = (KIND_FILE[breast.kind], task.split)
