@@ -1,20 +1,31 @@
-"""Stage ``localize``: class-activation heatmaps on the test split's full mammograms (§3).
+"""Stage ``localize``: the system of paper Fig. 1 on the test split's full mammograms (§3).
 
 The fine-tuned patch network of ``localize.backbone`` is run over each whole enhanced
-mammogram at the training patch scale; its malignancy heatmap is scored against the
-lesion masks (pointing game, IoU, Dice, each beside its chance level).
+mammogram of the test split, normals included, at the training patch scale. Each heatmap
+is computed once and scored against the lesion masks (pointing game, IoU, Dice, each
+beside its chance level: ``metrics/localize.json``), and, with the shallow CNN, as the
+whole system: image-level AUCs of the shallow CNN, the patch network and their cascade,
+and lesion FROC curves (``metrics/system.json``, ``metrics/froc/``; the ``report`` stage
+draws them in ``reports/froc.png``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
 import pandas as pd
 
-from mammocad.experiment import load_trained_backbone, params_dict
+from mammocad.experiment import SHALLOW, EvaluateParams, load_trained_backbone, params_dict
 from mammocad.io import write_csv, write_json
 from mammocad.localize import LocalizeConfig, localize_dataset
+from mammocad.system import (
+    attach_shallow,
+    evaluate_system,
+    load_shallow,
+    shallow_probabilities,
+)
 from mammocad.tracking import log_run
 from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
 
@@ -26,63 +37,94 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("localize", seed)
     cfg = section(params, "localize", LocalizeConfig)
+    eval_cfg = section(params, "evaluate", EvaluateParams)
     model, ckpt = load_trained_backbone(ROOT / f"models/{cfg.backbone}.pt")
     norm, patch_px = ckpt["config"]["input"], float(ckpt["config"]["patch_px"])
+    shallow, shallow_ckpt = load_shallow(ROOT / f"models/{SHALLOW}.pt")
+    shallow_metrics = json.loads((ROOT / f"metrics/{SHALLOW}.json").read_text())
+    positive = shallow_ckpt["config"]["shallow"]["positive"]
     split = pd.read_csv(ROOT / "data/split/split.csv", keep_default_na=False)
-    test_ids = set(split.loc[(split["split"] == "test") & (split["kind"] == "full"), "image_id"])
+    test = split[(split["split"] == "test") & (split["kind"] == "full")]
+    test = test.sort_values("image_id").reset_index(drop=True)
 
-    per_image, metrics = localize_dataset(
+    result = localize_dataset(
         model,
         cfg.backbone,
         patch_px,
         norm["mean"],
         norm["std"],
         ROOT / "data/enhanced",
-        test_ids,
+        test["image_id"],
         ROOT / "data/localize",
         cfg,
     )
-    metrics["init"] = ckpt["metrics"]["init"]
+    metrics = {**result.metrics, "init": ckpt["metrics"]["init"]}
+    prob = shallow_probabilities(shallow, shallow_ckpt, test, ROOT / "data/patches")
+    system = evaluate_system(
+        attach_shallow(result.images, test, prob),
+        result.candidates,
+        result.lesions,
+        float(shallow_metrics["threshold"]),
+        positive,
+        eval_cfg.bootstrap,
+        seed,
+        eval_cfg.alpha,
+    )
+    system.metrics.update(
+        backbone=cfg.backbone, method=cfg.method, froc_candidates=cfg.froc_candidates
+    )
+
     shown = ROOT / "reports/localize"
     shutil.rmtree(shown, ignore_errors=True)
     shown.mkdir(parents=True)
-    for image_id in per_image["image_id"][: cfg.report_overlays]:
+    for image_id in result.lesion_images["image_id"][: cfg.report_overlays]:
         shutil.copy2(ROOT / f"data/localize/{image_id}.png", shown / f"{image_id}.png")
     write_json(ROOT / "metrics/localize.json", metrics)
     write_csv(
         ROOT / "metrics/localize_images.csv",
-        per_image[
-            [
-                "image_id",
-                "pathology",
-                "hit",
-                "iou",
-                "dice",
-                "chance_hit",
-                "chance_iou",
-                "chance_dice",
-            ]
+        result.lesion_images[
+            ["image_id", "pathology", "hit", "iou", "dice", "chance_hit", "chance_iou",
+             "chance_dice"]
         ],
-    )
+    )  # fmt: skip
+    write_json(ROOT / "metrics/system.json", system.metrics)
+    write_csv(ROOT / "data/localize/system_images.csv", system.images)
+    curves = []
+    for name, curve in system.frocs.items():
+        curves.append(ROOT / f"metrics/froc/{name}.csv")
+        write_csv(curves[-1], pd.DataFrame(curve.rows()))
+
     uri, experiment = mlflow_settings(params)
     log_run(
         uri,
         experiment,
         f"localize-{cfg.backbone}",
-        params={"localize": params_dict(cfg), "seed": seed, "init": metrics["init"]},
-        metrics=metrics,
-        artifacts=sorted(shown.glob("*.png")),
+        params={
+            "localize": params_dict(cfg),
+            "seed": seed,
+            "init": metrics["init"],
+            "shallow.positive": positive,
+        },
+        metrics={**metrics, "system": system.metrics},
+        artifacts=[*sorted(shown.glob("*.png")), *curves],
         tags={"stage": "localize", "model": cfg.backbone},
         artifact_root=ROOT / "mlartifacts",
     )
+    auc, froc = system.metrics["auc"], system.metrics["froc"]["patch_network"]
     log.info(
-        "localize (%s, %d images): hit rate %.3f (chance %.3f), IoU %.3f (chance %.3f)",
+        "localize (%s, %d images, %d with lesions): hit rate %.3f (chance %.3f); image AUC "
+        "shallow %s, patch network %s, cascade %s; FROC sensitivity at 1 FP/image %s; "
+        "heatmap %.2f s/image",
         cfg.backbone,
-        len(per_image),
+        system.metrics["n_images"],
+        metrics["n_images"],
         metrics["hit_rate"],
         metrics["hit_rate_chance"],
-        metrics["mean_iou"],
-        metrics["mean_iou_chance"],
+        auc["shallow_cnn"]["auc"],
+        auc["patch_network"]["auc"],
+        auc["cascade"]["auc"],
+        froc["sensitivity_at_fp"]["1"],
+        system.metrics["heatmap_seconds"]["median"],
     )
 
 

@@ -10,8 +10,10 @@ from mammocad.report import (
     build_table,
     deployment_markdown,
     deployment_table,
+    froc_figure,
     latency_figure,
     roc_figure,
+    system_markdown,
     to_markdown,
 )
 from stages.common import ROOT, load_params, start
@@ -39,14 +41,19 @@ def main() -> None:
     shallow = json.loads(shallow_path.read_text()) if shallow_path.is_file() else None
     localize_path = ROOT / "metrics/localize.json"
     localize = json.loads(localize_path.read_text()) if localize_path.is_file() else None
+    system_path = ROOT / "metrics/system.json"
+    system = json.loads(system_path.read_text()) if system_path.is_file() else None
     table = build_table(evals)
     write_csv(ROOT / "reports/table1.csv", table)
     source = (params.get("data") or {}).get("source", "?")
     with atomic_file(ROOT / "reports/table1.md") as fh:
-        fh.write(to_markdown(table, str(source), shallow, localize))
+        fh.write(to_markdown(table, str(source), shallow, localize) + system_markdown(system))
     roc_figure(
         {n: ROOT / f"metrics/curves/roc/{n}.csv" for n in evals}, evals, ROOT / "reports/roc.png"
     )
+    if system:
+        names = [n for n in ("patch_network", "cascade") if n in system["froc"]]
+        froc_figure({n: ROOT / f"metrics/froc/{n}.csv" for n in names}, ROOT / "reports/froc.png")
     log.info("reports/table1.md written for %d backbones", len(evals))
 
     exports = _per_backbone("export", "export", backbones)

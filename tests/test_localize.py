@@ -355,3 +355,12 @@ def test_render_overlay_writes_a_colour_png(tmp_path):
     assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary left over
     L.render_overlay(image, heat, None, [], path, max_side=100)
     assert cv2.imread(str(path)).shape == (100, 75, 3)
+
+
+def test_breast_box_table():
+    breast = np.zeros((10, 12), bool)
+    breast[3:6, 4:9] = True  # rows 3..5, columns 4..8
+    assert L.breast_box(breast) == (slice(3, 6), slice(4, 9))
+    assert L.breast_box(breast, margin=2) == (slice(1, 8), slice(2, 11))
+    assert L.breast_box(breast, margin=5) == (slice(0, 10), slice(0, 12))  # clipped
+    assert L.breast_box(np.zeros((4, 5), bool)) == (slice(0, 4), slice(0, 5))

@@ -71,9 +71,20 @@ def test_localize_scores_heatmaps_against_masks(repo):
     assert loc["backbone"] == "mobilenet_v1" and loc["n_images"] > 0
     assert 0.0 <= loc["hit_rate"] <= 1.0 and 0.0 < loc["hit_rate_chance"] < 1.0
     assert set(loc["by_pathology"]) <= {"BENIGN", "MALIGNANT"}
+    system = json.loads((repo / "metrics/system.json").read_text())
+    # every test mammogram gets a heatmap, normals included; lesion scores need a mask
+    assert system["n_images"] > loc["n_images"]
     overlays = sorted((repo / "data/localize").glob("*.png"))
-    assert len(overlays) == loc["n_images"]
+    assert len(overlays) == system["n_images"]
     assert len(list((repo / "reports/localize").glob("*.png"))) == min(4, loc["n_images"])
+    assert set(system["auc"]) == {"shallow_cnn", "patch_network", "cascade", "cascade_product"}
+    shallow = json.loads((repo / "metrics/shallow_cnn.json").read_text())
+    assert system["auc"]["shallow_cnn"]["auc"] == pytest.approx(shallow["test"]["roc_auc"])
+    assert system["froc"]["patch_network"]["max_fp_per_image"] >= 4
+    table = (repo / "reports/table1.md").read_text()
+    assert "## The whole system on full mammograms (paper Fig. 1)" in table
+    assert "| patch_network |" in table and "| cascade |" in table
+    assert (repo / "reports/froc.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_predict_cli_with_the_pipeline_models(repo, tmp_path):

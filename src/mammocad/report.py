@@ -369,3 +369,113 @@ def latency_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3, which="both")
     save_figure(fig, path)
+
+
+# ------------------------------------------------------------- the system (Fig. 1)
+
+#: Image-level systems of ``metrics/system.json`` and their labels.
+SYSTEM_LABELS = (
+    ("shallow_cnn", "Shallow CNN (p)"),
+    ("patch_network", "Patch network, heatmap maximum (m)"),
+    ("cascade", "Cascade, gated (Fig. 1)"),
+    ("cascade_product", "Cascade, p × m"),
+)
+
+
+def system_markdown(system: Mapping[str, Any] | None) -> str:
+    """The whole system's section of the report: image-level AUCs and the FROC table.
+
+    Args:
+        system: the ``metrics/system.json`` content of the ``localize`` stage, or ``None``
+            (empty section).
+    """
+    if not system:
+        return ""
+    positive = system.get("positive")
+    meaning = "any finding" if positive == "abnormal" else "malignant findings only"
+    gate = system.get("gate", {})
+    seconds = _r(system["heatmap_seconds"]["median"], 2)
+    lines = [
+        "",
+        "## The whole system on full mammograms (paper Fig. 1)",
+        "",
+        f"Test split: {system['n_images']} full mammograms (normals included) from "
+        f"{system['n_patients']} patients, {system['n_positive']} positive (`{positive}`: "
+        f"{meaning}, as the shallow CNN was trained). Patch network "
+        f"`{system.get('backbone', '?')}` ({system.get('method', '?')}), heatmap {seconds} s "
+        "per image (median). AUC intervals: 95 % percentile bootstrap resampling patients.",
+        "",
+        "| System | Image-level AUC [95% CI] |",
+        "|---|---|",
+    ]
+    for key, label in SYSTEM_LABELS:
+        a = system["auc"].get(key)
+        if a is not None:
+            auc = _interval(_r(a["auc"], 3), _r(a["low"], 3), _r(a["high"], 3))
+            lines.append(f"| {label} | {auc} |")
+    lines += [
+        "",
+        f"Cascade: {system['cascade_definition']}. The gate (t = "
+        f"{_r(gate.get('threshold'), 3)}) passed {gate.get('passed')} of "
+        f"{system['n_images']} test images ({gate.get('passed_positive')} positive, "
+        f"{gate.get('passed_negative')} negative).",
+        "",
+    ]
+    froc = system.get("froc") or {}
+    rates = [f"{r:g}" for r in system.get("froc_rates", [])]
+    if froc:
+        first = next(iter(froc.values()))
+        by_type = ", ".join(f"{v} {k}" for k, v in sorted(system["n_lesions_by_type"].items()))
+        lines += [
+            f"Lesion detection (FROC) on {first['n_images']} images with {first['n_lesions']} "
+            f"outlined lesions ({by_type}), up to {system.get('froc_candidates', '?')} "
+            f"candidates per heatmap. Detection rule: {system['detection_rule']}. "
+            "Sensitivity at each rate: the highest reached with at most that many false "
+            "positives per image. Curves: `reports/froc.png`, `metrics/froc/` "
+            "(`dvc plots show`).",
+            "",
+            "| System | " + " | ".join(f"Sens. @ {r} FP/img" for r in rates) + " | Mean |",
+            "|---|" + "---|" * (len(rates) + 1),
+        ]
+        order = [n for n in ("patch_network", "cascade") if n in froc]
+        for name in order + sorted(set(froc) - set(order)):
+            summary = froc[name]
+            values = [_fmt(_r(summary["sensitivity_at_fp"].get(r), 3)) for r in rates]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(values)
+                + f" | {_fmt(_r(summary['mean_sensitivity'], 3))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def froc_figure(curve_files: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> None:
+    """FROC curves (``fp_per_image``, ``sensitivity`` CSVs) in one PNG, log FP axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = (0.25, 0.5, 1.0, 2.0, 4.0)
+    lo = rates[0] / 2
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    right = 8.0
+    for name, file in curve_files.items():
+        frame = pd.read_csv(file)
+        x = frame["fp_per_image"].clip(lower=lo)
+        ax.step(x, frame["sensitivity"].fillna(0.0), where="post", label=name)
+        right = max(right, float(frame["fp_per_image"].max()))
+    for rate in rates:
+        ax.axvline(rate, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.set(
+        xlabel="false positives per image",
+        ylabel="lesion sensitivity",
+        title="FROC on the test split's full mammograms",
+        xlim=(lo, right),
+        ylim=(-0.02, 1.02),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
