@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+import pandas as pd
+
+from mammocad.evaluate import descriptor_reference
 from mammocad.io import atomic_file, write_csv, write_json
 from mammocad.report import (
     build_table,
@@ -14,9 +17,11 @@ from mammocad.report import (
     latency_figure,
     roc_figure,
     system_markdown,
+    table_order,
     to_markdown,
+    transfer_gains,
 )
-from stages.common import ROOT, load_params, start
+from stages.common import ROOT, load_params, scalar, start
 
 log = logging.getLogger("stages.report")
 
@@ -46,8 +51,29 @@ def main() -> None:
     table = build_table(evals)
     write_csv(ROOT / "reports/table1.csv", table)
     source = (params.get("data") or {}).get("source", "?")
+    seed = scalar(params, "seed", int, 42)
+    predictions = {
+        name: json.loads((ROOT / f"metrics/predictions/{name}.json").read_text())
+        for name in backbones
+    }
+    transfer = transfer_gains(predictions, seed=seed)
+    test = pd.read_csv(ROOT / "data/split/test.csv", keep_default_na=False)
+    test = test[(test["kind"] == "roi") & test["pathology"].isin(["BENIGN", "MALIGNANT"])]
+    reference = descriptor_reference(test, seed=seed)
+    one_class = [
+        row["cnn"]
+        for row, name in zip(table.to_dict("records"), table_order(evals), strict=True)
+        if evals[name].get("one_class")
+    ]
+    write_json(
+        ROOT / "metrics/reference.json",
+        {"descriptor_rule": reference, "transfer": transfer, "one_class": one_class},
+    )
     with atomic_file(ROOT / "reports/table1.md") as fh:
-        fh.write(to_markdown(table, str(source), shallow, localize) + system_markdown(system))
+        fh.write(
+            to_markdown(table, str(source), shallow, localize, transfer, reference, one_class)
+            + system_markdown(system)
+        )
     roc_figure(
         {n: ROOT / f"metrics/curves/roc/{n}.csv" for n in evals}, evals, ROOT / "reports/roc.png"
     )
@@ -56,7 +82,8 @@ def main() -> None:
         froc_figure({n: ROOT / f"metrics/froc/{n}.csv" for n in names}, ROOT / "reports/froc.png")
     log.info("reports/table1.md written for %d backbones", len(evals))
 
-    exports = _per_backbone("export", "export", backbones)
+    exported = (params.get("export") or {}).get("backbones") or []
+    exports = _per_backbone("export", "export", exported)
     write_json(ROOT / "metrics/export.json", exports)
     deployment = deployment_table(exports)
     write_csv(ROOT / "reports/deployment.csv", deployment)

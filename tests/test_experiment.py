@@ -3,7 +3,8 @@
 import pytest
 
 from mammocad.config import ConfigError
-from mammocad.experiment import resolve_finetune
+from mammocad.experiment import backbone_of, frozen_prefixes, resolve_finetune
+from mammocad.models.backbones import build_model
 
 SECTION = {
     "backbones": ["alexnet", "vgg16"],
@@ -34,3 +35,30 @@ def test_unknown_override_key_is_named():
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(KeyError, match="mobilenet_v1"):
         resolve_finetune(SECTION, "mobilenet_v3")
+
+
+def test_variant_entry_uses_its_own_override_and_base_backbone():
+    section = {
+        **SECTION,
+        "overrides": {"alexnet": {}, "alexnet-scratch": {"init": "scratch", "bn_stats": "train"}},
+    }
+    variant = resolve_finetune(section, "alexnet-scratch")
+    assert variant.init == "scratch" and variant.bn_stats == "train"
+    assert variant.train.epochs == 3
+    assert resolve_finetune(section, "alexnet").init == "auto"
+    assert backbone_of("mobilenet_v1-scratch") == "mobilenet_v1"
+    assert backbone_of("mobilenet_v1") == "mobilenet_v1"
+    with pytest.raises(KeyError, match="mobilenet_v1"):
+        resolve_finetune(section, "lenet-scratch")
+
+
+def test_bad_bn_stats_is_named():
+    with pytest.raises(ConfigError, match="bn_stats"):
+        resolve_finetune({**SECTION, "bn_stats": "sometimes"}, "alexnet")
+
+
+def test_frozen_prefixes_names_top_most_frozen_modules():
+    model, _ = build_model("mobilenet_v2", "scratch", freeze=("features.0", "features.1"))
+    assert frozen_prefixes(model) == ["features.0", "features.1"]
+    model, _ = build_model("mobilenet_v2", "scratch", freeze=())
+    assert frozen_prefixes(model) == []

@@ -1,8 +1,16 @@
 """Table 1 regeneration from metrics files."""
 
 import pandas as pd
+import pytest
 
-from mammocad.report import PAPER_TABLE1, build_table, roc_figure, to_markdown
+from mammocad.report import (
+    PAPER_TABLE1,
+    build_table,
+    roc_figure,
+    table_order,
+    to_markdown,
+    transfer_gains,
+)
 
 
 def _eval(acc, auc, params):
@@ -78,3 +86,52 @@ def test_roc_figure_is_written(tmp_path):
     pd.DataFrame({"model": "alexnet", "fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]}).to_csv(curve)
     roc_figure({"alexnet": curve}, {"alexnet": {"test": {"roc_auc": 0.7}}}, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_variants_follow_their_backbone_without_paper_values():
+    evals = {
+        "mobilenet_v1-scratch": _eval(0.6, 0.62, 3_209_026),
+        "alexnet": _eval(0.6, 0.65, 57_012_034),
+        "mobilenet_v1": _eval(0.8, 0.9, 3_209_026),
+    }
+    assert table_order(evals) == ["alexnet", "mobilenet_v1", "mobilenet_v1-scratch"]
+    table = build_table(evals)
+    assert list(table["cnn"]) == ["AlexNet", "MobileNet-v1", "MobileNet-v1 (scratch)"]
+    variant = table.iloc[2].to_dict()
+    assert variant["year"] is None or pd.isna(variant["year"])
+    assert variant["acc_paper_cbis"] is None or pd.isna(variant["acc_paper_cbis"])
+    assert table.iloc[1]["acc_paper_cbis"] == 74.5
+
+
+def _predictions(probs, labels=(0, 0, 1, 1), patients=("a", "b", "c", "d")):
+    return [
+        {"image_id": f"i{k}", "patient_id": g, "label": y, "prob": p}
+        for k, (g, y, p) in enumerate(zip(patients, labels, probs, strict=True))
+    ]
+
+
+def test_transfer_gains_pair_each_backbone_with_its_scratch_run():
+    predictions = {
+        "mobilenet_v1": _predictions([0.1, 0.2, 0.8, 0.9]),
+        # the same patches in another order: pairing is by image id
+        "mobilenet_v1-scratch": list(reversed(_predictions([0.1, 0.8, 0.2, 0.9]))),
+        "alexnet": _predictions([0.5, 0.5, 0.5, 0.5]),  # no scratch run: no row
+    }
+    gains = transfer_gains(predictions, n_boot=100)
+    assert [g["backbone"] for g in gains] == ["mobilenet_v1"]
+    assert gains[0]["auc_a"] == 1.0 and gains[0]["auc_b"] == 0.75
+    assert gains[0]["difference"] == 0.25
+    predictions["mobilenet_v1-scratch"] = predictions["mobilenet_v1-scratch"][:3]
+    with pytest.raises(ValueError, match="different patches"):
+        transfer_gains(predictions)
+
+
+def test_markdown_sections_for_transfer_reference_and_one_class_rows():
+    table = build_table({"mobilenet_v1": _eval(0.75, 0.81, 3_209_026)})
+    transfer = [{"backbone": "mobilenet_v1", "auc_a": 0.9, "auc_b": 0.7, "difference": 0.2,
+                 "low": 0.05, "high": 0.33}]  # fmt: skip
+    reference = {"auc": 0.88, "low": 0.8, "high": 0.94, "n": 90, "n_scored": 90}
+    text = to_markdown(table, "synthetic", None, None, transfer, reference, ["GoogLeNet"])
+    assert "| mobilenet_v1 | 0.9 | 0.7 | 0.2 [0.05, 0.33] |" in text
+    assert "ROC AUC 0.88 [0.8, 0.94] on 90 of 90 test patches" in text
+    assert "every test patch (no signal at this budget): GoogLeNet." in text

@@ -70,7 +70,9 @@ def copy_tiny(work: Path, backbones: Sequence[str], **sections: dict) -> dict:
     params["finetune"]["train"].update(epochs=2, batch_size=16)
     params["finetune"]["overrides"] = {b: {} for b in backbones}
     params["evaluate"].update(bootstrap=50, latency_repeats=2)
-    params["export"].update(calibration_images=16, latency_repeats=3)
+    params["export"].update(
+        backbones=[b for b in backbones if "-" not in b], calibration_images=16, latency_repeats=3
+    )
     for name, values in sections.items():
         params[name].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -71,13 +71,28 @@ class FinetuneParams:
 
     Attributes:
         init: ``imagenet``, ``scratch`` or ``auto`` (ImageNet where obtainable).
-        freeze: ``default`` (the backbone's early layers, see the registry) or ``none``.
+        freeze: ``default`` (the backbone's early layers where ImageNet weights were
+            loaded, nothing for a scratch init) or ``none``.
+        bn_stats: ``auto`` (fixed where the weights have batch norm folded in, i.e. the
+            bundled int8 MobileNets; updated otherwise), ``train`` (batch statistics,
+            running averages updated) or ``frozen`` (stored statistics throughout).
         train: optimisation settings.
     """
 
     init: Literal["imagenet", "scratch", "auto"] = "auto"
     freeze: Literal["default", "none"] = "default"
+    bn_stats: Literal["auto", "train", "frozen"] = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: Separates a backbone name from a variant tag in a ``finetune.backbones`` entry, as in
+#: ``mobilenet_v1-scratch``: the same architecture, trained with the entry's overrides.
+VARIANT_SEP = "-"
+
+
+def backbone_of(entry: str) -> str:
+    """The registered backbone of a ``finetune.backbones`` entry (``a-b`` → ``a``)."""
+    return entry.split(VARIANT_SEP, 1)[0]
 
 
 @dataclass(frozen=True)
@@ -105,13 +120,15 @@ def resolve_finetune(section: dict[str, Any], backbone: str) -> FinetuneParams:
 
     Args:
         section: the ``finetune`` params section (with ``backbones`` and ``overrides``).
-        backbone: the backbone being trained.
+        backbone: the entry being trained: a backbone name, or ``<backbone>-<tag>`` for a
+            variant whose settings are its own overrides entry (e.g.
+            ``mobilenet_v1-scratch`` with ``{init: scratch}``).
 
     Raises:
         ConfigError: for unknown or mistyped keys, naming them.
         KeyError: for an unknown backbone, listing the valid ones.
     """
-    get_spec(backbone)
+    get_spec(backbone_of(backbone))
     shared = {k: v for k, v in section.items() if k not in ("backbones", "overrides")}
     override = (section.get("overrides") or {}).get(backbone) or {}
     merged = {**shared, **{k: v for k, v in override.items() if k != "train"}}
@@ -176,6 +193,26 @@ class TrainedModel:
     sets: dict[str, ImageSet]
 
 
+def frozen_prefixes(model: nn.Module) -> list[str]:
+    """The top-most module paths whose parameters are all frozen, for the run's record."""
+    frozen = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def all_frozen(path: str) -> bool:
+        return not any(t == path or t.startswith(path + ".") for t in trainable)
+
+    out = set()
+    for path in frozen:
+        parts = path.split(".")
+        top = next(
+            ".".join(parts[:i])
+            for i in range(1, len(parts) + 1)
+            if all_frozen(".".join(parts[:i]))
+        )
+        out.add(top)
+    return sorted(out)
+
+
 def training_patch_px(frame: pd.DataFrame) -> float:
     """Median side, in full-image pixels, of the ROI crops behind the training patches.
 
@@ -237,23 +274,30 @@ def train_backbone(
         roots: directory each frame's ``image_path`` is relative to.
         seed: seeds the head's initialisation and the training.
     """
-    spec = get_spec(backbone)
+    arch = backbone_of(backbone)
+    spec = get_spec(arch)
     torch.manual_seed(seed)
-    model, resolved = build_model(
-        backbone, params.init, freeze=None if params.freeze == "default" else ()
+    model, source = build_model(
+        arch, params.init, freeze=None if params.freeze == "default" else ()
+    )
+    bn_frozen = params.bn_stats == "frozen" or (
+        params.bn_stats == "auto" and source == "bundled-int8"
     )
     sets = _sets(frames, roots, label_malignant, 3, spec.mean, spec.std)
     t0 = time.perf_counter()
-    result = fit(model, sets["train"], sets["val"], params.train, seed)
+    result = fit(model, sets["train"], sets["val"], params.train, seed, freeze_bn_stats=bn_frozen)
     info = _info(
-        backbone,
+        arch,
         model,
         result,
         sets,
         time.perf_counter() - t0,
+        run=backbone,
         init_requested=params.init,
-        init=resolved,
+        init=source,
         freeze=params.freeze,
+        frozen_layers=frozen_prefixes(model),
+        bn_stats="frozen" if bn_frozen else "train",
         input={"channels": 3, "mean": list(spec.mean), "std": list(spec.std)},
         patch_px=training_patch_px(frames["train"]),
     )
@@ -333,6 +377,9 @@ def evaluate_model(
         "test": metrics,
         "ci": ci,
         "confusion": confusion(y_test, (test_prob >= threshold).astype(int)),
+        # a model that puts every test image in one class has learnt nothing usable,
+        # whatever its accuracy on an unbalanced split
+        "one_class": bool(len(np.unique(test_prob >= threshold)) < 2),
         "val": binary_metrics(y_val, val_prob, threshold),
         "n_test": len(test_set),
         "n_test_patients": int(len(np.unique(test_set.groups))),

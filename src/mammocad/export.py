@@ -60,6 +60,8 @@ class ExportConfig:
     """The ``export`` params section.
 
     Attributes:
+        backbones: the ``finetune.backbones`` entries exported (one ``export@<entry>``
+            stage each); variants trained only for comparison need not be.
         opset: ONNX opset of the exported graphs.
         quantization: ``static`` (activation ranges calibrated on training patches, the
             fastest int8 on CPUs), ``dynamic`` (weights only, activations quantized at
@@ -75,6 +77,7 @@ class ExportConfig:
             export; a larger one fails the export, as the graph does not compute the model.
     """
 
+    backbones: tuple[str, ...] = ()
     opset: int = 17
     quantization: Literal["auto", "static", "dynamic"] = "auto"
     calibration_images: int = 64
