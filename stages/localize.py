@@ -57,6 +57,7 @@ def main() -> None:
         test["image_id"],
         ROOT / "data/localize",
         cfg,
+        input_size=int(ckpt["config"]["patches"]["image_size"]),
     )
     metrics = {**result.metrics, "init": ckpt["metrics"]["init"]}
     prob = shallow_probabilities(shallow, shallow_ckpt, test, ROOT / "data/patches")

@@ -960,6 +960,7 @@ def localize_dataset(
     image_ids: Iterable[str],
     out_dir: Path,
     cfg: LocalizeConfig,
+    input_size: int = PATCH_INPUT,
 ) -> LocalizeResult:
     """Heatmaps of every full mammogram, scored against lesion masks (paper §3, Fig. 1).
 
@@ -982,6 +983,8 @@ def localize_dataset(
         out_dir: folder to create with one overlay PNG per image, ``images.csv`` and
             ``candidates.csv``.
         cfg: threshold, method, regions and candidates.
+        input_size: side of the patches the network was trained on (``patches.image_size``
+            of its run): a full image is rescaled by ``input_size / patch_px``.
 
     Returns:
         The :class:`LocalizeResult`.
@@ -1022,7 +1025,15 @@ def localize_dataset(
             t0 = time.perf_counter()
             box = breast_box(breast, margin=round(radius))
             crop = backbone_heatmap(
-                model, backbone, image[box], patch_px, mean, std, cfg.method, breast=breast[box]
+                model,
+                backbone,
+                image[box],
+                patch_px,
+                mean,
+                std,
+                cfg.method,
+                input_size=input_size,
+                breast=breast[box],
             )
             heat = dataclasses.replace(crop, values=np.zeros(image.shape, np.float32))
             heat.values[box] = crop.values
