@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mammocad.convert import ConvertError, convert_dataset
 from mammocad.io import write_json
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.convert")
 
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("convert", main)

@@ -16,7 +16,7 @@ from mammocad.experiment import load_trained_backbone, params_dict
 from mammocad.io import write_csv, write_json
 from mammocad.localize import LocalizeConfig, localize_dataset
 from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.localize")
 
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("localize", main)

@@ -14,7 +14,7 @@ from mammocad.report import (
     roc_figure,
     to_markdown,
 )
-from stages.common import ROOT, load_params, start
+from stages.common import ROOT, load_params, run_stage, start
 
 log = logging.getLogger("stages.report")
 
@@ -60,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("report", main)

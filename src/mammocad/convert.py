@@ -52,6 +52,7 @@ import pandas as pd
 from mammocad import cbis
 from mammocad import dicom as dicom_module
 from mammocad.dicom import SkipImage, read_header, read_pixels
+from mammocad.errors import ExpectedError
 from mammocad.io import atomic_dir, write_csv, write_png
 from mammocad.parallel import imap
 
@@ -112,7 +113,7 @@ _PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic"}
 
 
-class ConvertError(RuntimeError):
+class ConvertError(ExpectedError, RuntimeError):
     """The conversion produced nothing usable or skipped more than allowed."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from mammocad.config import to_dict
+from mammocad.errors import InputError, ParamsError
 from mammocad.io import atomic_dir, write_csv, write_json
 from mammocad.registry import Registry
 from mammocad.sources.ddsm import DdsmConfig, fetch_ddsm
@@ -150,7 +151,7 @@ def merge_case_descriptions(out_dir: Path, names: tuple[str, ...]) -> dict[str, 
             frame["patient_id"] = name + "/" + frame["patient_id"].str.strip()
             for subject in {p.strip().split("/")[0] for p in frame["image file path"]}:
                 if owner.setdefault(subject, name) != name:
-                    raise ValueError(
+                    raise InputError(
                         f"sources {owner[subject]!r} and {name!r} both hold subject "
                         f"{subject!r}; combine datasets whose image names differ"
                     )
@@ -181,10 +182,10 @@ def download(out_dir: Path, cfg: DataConfig, seed: int, workers: int = 0) -> dic
     """
     names = cfg.sources
     if not names:
-        raise ValueError("data.source is empty: name at least one source")
+        raise ParamsError("data.source is empty: name at least one source")
     fetchers = {name: SOURCES.get(name) for name in names}
     if len(set(names)) != len(names):
-        raise ValueError(f"data.source names a source twice: {list(names)}")
+        raise ParamsError(f"data.source names a source twice: {list(names)}")
     with atomic_dir(out_dir) as tmp:
         if len(names) == 1:
             summary = fetchers[names[0]](tmp, cfg, seed, workers)
