@@ -196,7 +196,9 @@ def test_manifest_rows(local_tree: dict) -> None:
     assert bbox("P4") == (20, 0, 128, 12)  # the box clipped to the image
     assert rois.loc["P4", "abnormality_type"] == "calcification"
     skipped = local_tree["result"].skipped
-    assert skipped["reason"].str.startswith("no ROI path").sum() == 1  # P8's finding
+    # P8's finding lost its mask: an image-level label, neither an ROI nor a skip.
+    assert not skipped["reason"].str.startswith("no ROI path").any()
+    assert local_tree["result"].metrics["findings_without_roi"] == 1
 
 
 def test_converted_pixels(local_tree: dict) -> None:
