@@ -421,7 +421,9 @@ def _plan(
                     for name, a, b in zip(_LABEL_FIELDS, first_labels, labels_of_row, strict=True)
                     if a != b
                 )
-                conflicts.append(f"rows {first} and {number} label {cell!r} differently ({differ})")
+                conflicts.append(
+                    f"rows {first} and {number} label {cell!r} differently ({differ})"
+                )
             else:
                 skip(f"duplicate labels row for this file (first: row {first})")
             continue
