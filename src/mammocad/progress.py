@@ -63,11 +63,13 @@ class LogProgress:
         desc: str = "",
         unit: str = "it",
         interval_s: float | None = None,
+        initial: float = 0,
     ) -> None:
         self.total = total
         self.desc = desc or "progress"
         self.unit = unit
-        self.n = 0.0
+        self.n = float(initial)
+        self._initial = float(initial)
         self.postfix = ""
         self.interval_s = _interval() if interval_s is None else interval_s
         self._start = time.monotonic()
@@ -78,7 +80,7 @@ class LogProgress:
     def line(self) -> str:
         """The progress line as logged now."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        rate = self.n / elapsed
+        rate = (self.n - self._initial) / elapsed  # this run's rate, not a resumed total
         parts = [_amount(self.n, self.unit)]
         if self.total:
             parts[0] += f" of {_amount(self.total, self.unit)} ({100 * self.n / self.total:.1f}%)"
@@ -108,9 +110,19 @@ class LogProgress:
                 self._closed = True
                 log.info("%s (done)", self.line())
 
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def progress(
-    total: float | None = None, desc: str = "", unit: str = "it", **tqdm_kwargs: Any
+    total: float | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: float = 0,
+    **tqdm_kwargs: Any,
 ) -> Any:
     """A progress bar: tqdm when stderr is a terminal, else :class:`LogProgress`.
 
@@ -118,8 +130,11 @@ def progress(
         total: expected amount.
         desc: label.
         unit: ``B`` for bytes, else an item unit.
+        initial: amount already done (a resumed download).
         **tqdm_kwargs: passed to tqdm only (e.g. ``unit_scale``, ``leave``).
     """
     if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, **tqdm_kwargs)
-    return LogProgress(total=total, desc=desc, unit=unit)
+        return tqdm(
+            total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, **tqdm_kwargs
+        )
+    return LogProgress(total=total, desc=desc, unit=unit, initial=initial)

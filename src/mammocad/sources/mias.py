@@ -82,10 +82,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from tqdm import tqdm
 
 from mammocad.errors import InputError, InputNotFound
 from mammocad.parallel import imap
+from mammocad.progress import progress
 from mammocad.sources.layout import (
     KIND_FILE,
     SPLIT_PREFIX,
@@ -532,15 +532,13 @@ def _fetch_to(url: str, part: Path, timeout: float, resume: bool) -> None:
         try:
             with (
                 open(part, "ab" if offset else "wb") as fh,
-                tqdm(
+                progress(
                     total=total,
                     initial=offset,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=f"download {part.name[: -len('.part')]}",
-                    disable=None,
-                    dynamic_ncols=True,
                 ) as bar,
             ):
                 while chunk := response.read(_CHUNK):
@@ -584,7 +582,7 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike) -> di
         tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise InputError(f"{archive}: not a readable tar archive ({exc})") from exc
-    with tar, tqdm(desc=f"extract {archive.name}", unit="file", disable=None) as bar:
+    with tar, progress(desc=f"extract {archive.name}", unit="file") as bar:
         for member in tar:
             name = member.name.replace("\\", "/")
             parts = PurePosixPath(name).parts
