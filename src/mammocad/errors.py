@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,8 +92,13 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise OutputError(f"{what} {path}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: folder {probe} is not writable")
+    try:  # os.access says yes to root everywhere: only a real write tells
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"{what} {path}: cannot write in {probe} ({exc.strerror or exc})"
+        ) from None
     return path
 
 
