@@ -57,8 +57,12 @@ Everything that cannot be used is recorded with its reason, returned in the summ
 written to ``local_skipped.csv`` (``file, row, reason``): files under ``root`` that no row
 lists (``not listed in labels``), rows whose file is missing (``listed in labels but not
 found``), unreadable, colour or non-mammographic images, bad label values, unusable masks
-(the image is then kept without its ROI). A labels CSV without a required column is an
-error naming the file and the column.
+(the image is then kept without its ROI), images below the shared minimum size
+(:mod:`mammocad.image_rules`). Errors naming the labels file (and rows): a missing, empty,
+header-only, non-UTF-8 or not comma-separated CSV, a required column missing, ``file`` or
+``mask`` paths leaving ``root`` (absolute, ``..``, symbolic links: nothing is read), one
+file listed twice with different labels (both row numbers), a patient in both splits, no
+row giving a usable image. A file listed twice with the same labels keeps its first row.
 """
 
 from __future__ import annotations
