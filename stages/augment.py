@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from mammocad.augment import AugmentConfig, augment_dataset
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.augment")
 
@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("augment", main)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from mammocad.config import ConfigError, from_dict
+from mammocad.errors import run_main
 from mammocad.seeding import seed_everything
 
 T = TypeVar("T")
 
 ROOT = Path.cwd()
 PARAMS = Path(os.environ.get("MAMMOCAD_PARAMS", ROOT / "params.yaml"))
+
+
+def run_stage(stage: str, main: Callable[[], object]) -> None:
+    """Runs a stage's ``main`` under the error contract (:func:`mammocad.errors.run_main`)
+    and exits: an expected failure or SIGTERM/SIGINT ends in one line naming the stage."""
+    sys.exit(run_main(stage, main))
 
 
 def load_params(path: Path = PARAMS) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 
 from mammocad.convert import ConvertError, convert_dataset
+from mammocad.errors import check_output_dir
 from mammocad.io import write_json
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.convert")
 
@@ -28,6 +29,9 @@ def main() -> None:
     params = load_params()
     start("convert")
     cfg = section(params, "convert", ConvertParams)
+    # Checked before any work: hours of decoding must not end in an unwritable folder.
+    check_output_dir(ROOT / "data/converted", "data/converted")
+    check_output_dir(ROOT / "metrics", "metrics")
     try:
         result = convert_dataset(
             ROOT / "data/raw",
@@ -42,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("convert", main)

@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from mammocad.errors import ParamsError, check_output_dir
+from mammocad.paths import is_inside
 from mammocad.sources import DataConfig, download
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.download")
+
+#: Params naming paths the download reads (or keeps between runs).
+PATH_KEYS = (
+    "download_dir",
+    "cbis_ddsm.csv_dir",
+    "mias.archive",
+    "ddsm.root",
+    "local.root",
+    "local.labels",
+)
+
+
+def check_paths(cfg: DataConfig, raw: Path) -> None:
+    """Refuses path params that lie inside ``data/raw``, which the stage replaces whole.
+
+    Raises:
+        ParamsError: naming the key.
+    """
+    for key in PATH_KEYS:
+        value: object = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not value:
+            continue
+        path = (ROOT / Path(str(value)).expanduser()).resolve()
+        if is_inside(raw, path):
+            raise ParamsError(
+                f"params.yaml: data.{key} ({value}) lies inside {raw}, which download "
+                "replaces; point it elsewhere"
+            )
 
 
 def main() -> None:
@@ -15,9 +48,14 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("download", seed)
     cfg = section(params, "data", DataConfig)
-    summary = download(ROOT / "data/raw", cfg, seed, workers=scalar(params, "workers", int, 0))
+    raw = ROOT / "data/raw"
+    check_paths(cfg, raw)
+    # Checked before any work: a long download must not end in an unwritable folder.
+    check_output_dir(raw, "data/raw")
+    check_output_dir(ROOT / cfg.download_dir, "data.download_dir")
+    summary = download(raw, cfg, seed, workers=scalar(params, "workers", int, 0))
     log.info("data/raw written from source %r: %s", cfg.source, summary)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("download", main)

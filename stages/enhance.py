@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from mammocad.enhance import EnhanceConfig, enhance_dataset
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.enhance")
 
@@ -20,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("enhance", main)

@@ -17,7 +17,7 @@ from mammocad.io import write_json
 from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_curve
 from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.evaluate")
 
@@ -88,6 +88,10 @@ def main(backbone: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m stages.evaluate <backbone>")
-    main(sys.argv[1])
+
+    def _main() -> None:
+        if len(sys.argv) != 2:
+            raise SystemExit("usage: python -m stages.evaluate <backbone>")
+        main(sys.argv[1])
+
+    run_stage("evaluate", _main)

@@ -9,7 +9,7 @@ import sys
 from mammocad.experiment import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
 from mammocad.io import write_json
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.export")
 
@@ -48,6 +48,10 @@ def main(backbone: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m stages.export <backbone>")
-    main(sys.argv[1])
+
+    def _main() -> None:
+        if len(sys.argv) != 2:
+            raise SystemExit("usage: python -m stages.export <backbone>")
+        main(sys.argv[1])
+
+    run_stage("export", _main)

@@ -22,7 +22,7 @@ from mammocad.experiment import (
 from mammocad.io import write_json
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
-from stages.common import ROOT, load_params, scalar, section, start, training_device
+from stages.common import ROOT, load_params, run_stage, scalar, section, start, training_device
 
 log = logging.getLogger("stages.finetune")
 
@@ -74,6 +74,10 @@ def main(backbone: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m stages.finetune <backbone>")
-    main(sys.argv[1])
+
+    def _main() -> None:
+        if len(sys.argv) != 2:
+            raise SystemExit("usage: python -m stages.finetune <backbone>")
+        main(sys.argv[1])
+
+    run_stage("finetune", _main)

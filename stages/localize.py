@@ -27,7 +27,7 @@ from mammocad.system import (
     shallow_probabilities,
 )
 from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, scalar, section, start
+from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.localize")
 
@@ -130,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("localize", main)

@@ -6,7 +6,7 @@ import logging
 
 from mammocad.io import write_json
 from mammocad.patches import PatchesConfig, build_patches
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.patches")
 
@@ -22,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("patches", main)

@@ -21,7 +21,7 @@ from mammocad.report import (
     to_markdown,
     transfer_gains,
 )
-from stages.common import ROOT, load_params, scalar, start
+from stages.common import ROOT, load_params, run_stage, scalar, start
 
 log = logging.getLogger("stages.report")
 
@@ -94,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("report", main)

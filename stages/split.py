@@ -8,7 +8,7 @@ import pandas as pd
 
 from mammocad.io import atomic_dir, write_csv, write_json
 from mammocad.split import SplitConfig, assign_splits, check_disjoint, split_metrics
-from stages.common import ROOT, load_params, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.split")
 
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("split", main)

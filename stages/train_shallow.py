@@ -28,6 +28,7 @@ from stages.common import (
     ROOT,
     load_params,
     mlflow_settings,
+    run_stage,
     scalar,
     section,
     start,
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train_shallow", main)

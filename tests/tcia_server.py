@@ -82,6 +82,7 @@ class ServerState:
     faults: dict[str, Fault] = field(default_factory=dict)
     default_fault: Fault | None = None
     slow_s: float = 1.0
+    delay_s: float = 0.0  # every image request waits this long (a slow link, not a fault)
     file_size_offset: dict[str, int] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)  # (endpoint, uid) -> count
 
@@ -322,6 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(400, b"unknown SeriesInstanceUID", "application/json")
                 return
             fault = nbia.take_fault(endpoint, uid)
+            if nbia.state.delay_s:
+                time.sleep(nbia.state.delay_s)
             if fault == "500":
                 self._send(500, b"Internal Server Error", "text/plain")
                 return

@@ -25,7 +25,7 @@ from mammocad.sources.local import (
     read_labels,
 )
 
-H, W = 40, 32
+H, W = 256, 128  # the smallest full image the shared size rule accepts
 
 
 def _image(seed: int, bits: int = 16, bright_left: bool = True) -> np.ndarray:
@@ -69,7 +69,7 @@ dicom/mass.dcm,P1,MALIGNANT,,CC,,test,,5,6,15,30
 dicom/normal.dcm,P1,normal,RIGHT,MLO,,,,,,,
 dicom/ct.dcm,P2,BENIGN,L,CC,,,,,,,
 png/benign16.png,P3,benign_without_callback,L,MLO,mass,,png/benign16_mask.png,,,,
-png/calc8.png,P4,Malignant,r,mlo,calcification,train,,20,-3,40,12
+png/calc8.png,P4,Malignant,r,mlo,calcification,train,,20,-3,140,12
 scan.pgm,P5,NORMAL,,CC,,,,,,,
 png/colour.png,P6,BENIGN,L,CC,,,,,,,
 png/corrupt.png,P6,BENIGN,R,CC,,,,,,,
@@ -135,7 +135,9 @@ def test_summary_and_skip_reasons(local_tree: dict) -> None:
     assert reasons["png/corrupt.png"].startswith("unsupported or corrupt file")
     assert reasons["png/extra.png"] == NOT_LISTED == "not listed in labels"
     assert reasons["png/missing.png"] == NOT_FOUND == "listed in labels but not found"
-    assert reasons["png/small_mask.png"].startswith("mask size 20x32 does not match image 40x32")
+    assert reasons["png/small_mask.png"].startswith(
+        "mask size 20x128 does not match image 256x128"
+    )
     assert len(reasons) == len(summary["skipped"]) == 6  # hidden files are not reported
     rows = {s["file"]: s["row"] for s in summary["skipped"]}
     assert (rows["dicom/ct.dcm"], rows["png/missing.png"], rows["png/extra.png"]) == (4, 10, "")
@@ -193,10 +195,12 @@ def test_manifest_rows(local_tree: dict) -> None:
 
     assert bbox("P1") == (5, 6, 15, 30)  # the labels' box
     assert bbox("P3") == (4, 10, 10, 18)  # the mask's extent
-    assert bbox("P4") == (20, 0, 32, 12)  # the box clipped to the image
+    assert bbox("P4") == (20, 0, 128, 12)  # the box clipped to the image
     assert rois.loc["P4", "abnormality_type"] == "calcification"
     skipped = local_tree["result"].skipped
-    assert skipped["reason"].str.startswith("no ROI path").sum() == 1  # P8's finding
+    # P8's finding lost its mask: an image-level label, neither an ROI nor a skip.
+    assert not skipped["reason"].str.startswith("no ROI path").any()
+    assert local_tree["result"].metrics["findings_without_roi"] == 1
 
 
 def test_converted_pixels(local_tree: dict) -> None:
@@ -296,7 +300,7 @@ def test_fetch_errors(tmp_path: Path) -> None:
 def test_bad_label_values_are_skipped(tmp_path: Path) -> None:
     root = tmp_path / "images"
     root.mkdir()
-    for name in "abcdefg":
+    for name in "abcdefgh":
         cv2.imwrite(str(root / f"{name}.png"), _image(ord(name)))
     (root / "my_labels.csv").write_text(
         "file,patient_id,pathology,laterality,view,abnormality_type,split,"
@@ -308,7 +312,8 @@ def test_bad_label_values_are_skipped(tmp_path: Path) -> None:
         "e.png,P1,BENIGN,,,,validation,,,,\n"
         "f.png,P1,BENIGN,,,,,1,2,1,9\n"
         "g.png,,BENIGN,,,,,,,,\n"
-        "a.png,P1,NORMAL,,,,,,,,\n"
+        "a.png,P1,cancer,,,,,,,,\n"  # the same labels again: skipped, not an error
+        "h.png,P2,BENIGN,,,,,,,,\n"
     )
     cfg = LocalConfig(root=str(root), labels=str(root / "my_labels.csv"))
     summary = fetch_local(tmp_path / "raw", cfg, seed=0, workers=1)
@@ -323,7 +328,7 @@ def test_bad_label_values_are_skipped(tmp_path: Path) -> None:
         "labels row without a patient_id",
         "duplicate labels row for this file",
     ]
-    assert summary["images_written"] == 0
+    assert summary["images_written"] == 1
 
 
 def test_config_validation() -> None:

@@ -284,7 +284,8 @@ def test_corrupt_film_reported_and_skipped(tiny_archive: Path, tmp_path: Path):
     rows_, cols_ = np.nonzero(mask)
     # Centre (x, y) = (30, 20) in a 64-row image → row 44, column 30.
     assert (rows_.mean(), cols_.mean()) == pytest.approx((TINY - 20, 30), abs=0.01)
-    assert list(result.skipped["reason"]) == ["no ROI path in case-description row"]
+    assert result.skipped.empty  # the lesion without coordinates: an image-level label
+    assert result.metrics["findings_without_roi"] == 1
 
 
 def test_archive_missing_is_a_clear_error(tmp_path: Path):
@@ -460,6 +461,7 @@ class SampleRun:
     skipped: pd.DataFrame
     films: Path
     info: str
+    metrics: dict
 
 
 @pytest.fixture(scope="module")
@@ -472,7 +474,9 @@ def sample_run(sample_archive: Path, tmp_path_factory: pytest.TempPathFactory) -
     summary = fetch_mias(raw, MiasConfig(archive=str(sample_archive)), seed=0, workers=2)
     result = convert_dataset(raw, root / "conv", workers=2, max_skipped_fraction=1.0)
     info = next(films.rglob("Info.txt")).read_text(encoding="latin-1")
-    return SampleRun(summary, raw, root / "conv", result.manifest, result.skipped, films, info)
+    return SampleRun(
+        summary, raw, root / "conv", result.manifest, result.skipped, films, info, result.metrics
+    )
 
 
 def test_real_info_txt_counts(sample_run: SampleRun):
@@ -526,9 +530,8 @@ def test_sample_manifest_matches_info_txt(sample_run: SampleRun):
     assert full["pathology"].value_counts().sort_index().to_dict() == pathology
     assert sample_run.summary["images_by_pathology"] == pathology
     assert len(rois) == with_xy == 17
-    assert list(sample_run.skipped["reason"]) == ["no ROI path in case-description row"] * (
-        without_xy
-    )
+    assert sample_run.skipped.empty  # lesions without coordinates: image-level labels
+    assert sample_run.metrics["findings_without_roi"] == without_xy
     assert set(manifest["dataset"]) == {"mias"} and set(manifest["view"]) == {"MLO"}
     assert set(full["bits_stored"]) == {8}
     assert (full["height"] == 1024).all() and (full["width"] == 1024).all()

@@ -137,14 +137,15 @@ def test_load_image_refusals(tmp_path):
         "colour.png": "not a greyscale mammogram: colour image",
         "broken.png": "cannot decode image",
         "broken": "cannot decode image",
-        "small.png": "image too small to be a mammogram: 300×200 pixels (short side under 256)",
+        "small.png": "image too small to be a mammogram: 300×100 pixels (at least 128 on the "
+        "short side and 256 on the long side)",
         "blank.png": "blank image: every pixel is 0",
         "missing.png": "no such file",
     }
     _colour_png(tmp_path / "colour.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (tmp_path / "broken").write_bytes(b"not an image at all")
-    cv2.imwrite(str(tmp_path / "small.png"), _mammogram(200, 300))
+    cv2.imwrite(str(tmp_path / "small.png"), _mammogram(100, 300))
     cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((300, 300), np.uint16))
     for name, reason in cases.items():
         with pytest.raises(NotAMammogram) as err:
@@ -290,9 +291,10 @@ def test_cli_processes_a_mixed_folder(models, in_tmp, capsys):
         "colour.png",
         "corrupt.png",
         "ct.dcm",
+        "notes.txt",  # every file of a folder is accounted for
     ]
     assert all(isinstance(r, str) and r for r in skipped["reason"])
-    assert len(err) == 8  # four refusals per run, one line each
+    assert len(err) == 10  # five refusals per run, one line each
     names = sorted(p.name for p in out.glob("*.json"))
     expected = ["a__1-1.json", "a__b__1-1.json"]  # clashing stems take their folders
     assert names == (["1-280.json"] if real else []) + expected

@@ -238,9 +238,10 @@ def test_dicom_headers(small: Generated) -> None:
             assert ds.Modality == "MG" and ds.BodyPartExamined == "BREAST"
             assert ds.PhotometricInterpretation == "MONOCHROME2"
             assert ds.PixelRepresentation == 0 and ds.SamplesPerPixel == 1
-            # Fake identifying fields, present so the converter has something to strip.
-            assert str(ds.PatientName).startswith("SYNTH^PATIENT^")
-            assert ds.PatientBirthDate and ds.AccessionNumber and ds.InstitutionName
+            # Fake identifying fields are planted and removed at ingest (mammocad.deid).
+            assert str(ds.PatientName) == "" and ds.PatientBirthDate == ""
+            assert "AccessionNumber" not in ds or ds.AccessionNumber == ""
+            assert "InstitutionName" not in ds and ds.PatientIdentityRemoved == "YES"
             assert Path(ds.filename).parts[-4] == ds.PatientID
             if ds.SeriesDescription == "full mammogram images":
                 assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (16, 16, 15)

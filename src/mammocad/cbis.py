@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammocad.errors import InputError, InputNotFound
+
 log = logging.getLogger(__name__)
 
 CSV_GLOB = "*_case_description_*_set.csv"
@@ -113,7 +115,7 @@ def _parse_path(path: str) -> tuple[str, str, str, int | None] | None:
 def _read_one(path: Path) -> pd.DataFrame:
     m = _CSV_NAME.match(path.name)
     if m is None:
-        raise ValueError(
+        raise InputError(
             f"{path}: unexpected case-description file name; expected "
             "<mass|calc|normal>_case_description_<train|test>_set.csv"
         )
@@ -123,7 +125,7 @@ def _read_one(path: Path) -> pd.DataFrame:
     required = list(REQUIRED_COLUMNS) + list(LESION_COLUMNS[kind] or ())
     for column in required:
         if column not in raw.columns:
-            raise ValueError(f"{path.name}: missing required column {column!r}")
+            raise InputError(f"{path.name}: missing required column {column!r}")
     if raw.empty:  # a header-only file (e.g. a subset with no test calcifications)
         return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
     # Cells carry stray spaces and embedded newlines (the real files end paths with "\n").
@@ -144,7 +146,7 @@ def _read_one(path: Path) -> pd.DataFrame:
     out["pathology_raw"] = frame["pathology"].str.upper()
     unknown = sorted(set(out["pathology_raw"]) - set(PATHOLOGY_MAP))
     if unknown:
-        raise ValueError(f"{path.name}: unknown pathology values {unknown}")
+        raise InputError(f"{path.name}: unknown pathology values {unknown}")
     out["pathology"] = out["pathology_raw"].map(PATHOLOGY_MAP)
     for column in ("assessment", "subtlety", "breast_density"):
         out[column] = frame[column]
@@ -158,7 +160,7 @@ def _read_one(path: Path) -> pd.DataFrame:
     for row, value in zip(out["source_row"], out["image_file_path"], strict=True):
         parsed = _parse_path(value)
         if parsed is None:
-            raise ValueError(f"{path.name} row {row}: cannot parse image file path {value!r}")
+            raise InputError(f"{path.name} row {row}: cannot parse image file path {value!r}")
         image_parts.append(parsed)
     out["image_id"] = [p[0] for p in image_parts]
     out["full_study_uid"] = [p[1] for p in image_parts]
@@ -168,7 +170,7 @@ def _read_one(path: Path) -> pd.DataFrame:
         parsed_roi = [_parse_path(v) if v else None for v in out[column]]
         for row, value, parsed in zip(out["source_row"], out[column], parsed_roi, strict=True):
             if value and parsed is None:
-                raise ValueError(f"{path.name} row {row}: cannot parse {column} {value!r}")
+                raise InputError(f"{path.name} row {row}: cannot parse {column} {value!r}")
         out[f"{prefix}_series_uid"] = [p[2] if p else "" for p in parsed_roi]
         out[f"{prefix}_file_index"] = pd.array(
             [p[3] if p else None for p in parsed_roi], dtype="Int64"
@@ -219,7 +221,7 @@ def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:
     csv_dir = Path(csv_dir)
     files = sorted(csv_dir.glob(CSV_GLOB))
     if not files:
-        raise FileNotFoundError(f"no {CSV_GLOB} files in {csv_dir}")
+        raise InputNotFound(f"no {CSV_GLOB} files in {csv_dir}")
     frames = [_read_one(path) for path in files]
     table = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
     for path, frame in zip(files, frames, strict=True):

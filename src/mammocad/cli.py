@@ -5,7 +5,10 @@ PNG or PGM mammograms (files, or folders searched recursively), and writes for e
 ``<out>/<name>.json`` (the shallow CNN's cancer probability and the strongest malignancy
 regions with boxes in original pixels) and ``<out>/<name>_overlay.png`` (the heatmap over
 the mammogram). Refused files are listed with their reasons on stderr and in
-``<out>/skipped.csv``.
+``<out>/skipped.csv``, as are the other files of input folders: every file is accounted
+for. Expected failures (a missing checkpoint, an unusable ``--out`` checked before any
+work, bad settings) end in one line and exit status 1; ``--debug`` or ``MAMMOCAD_DEBUG=1``
+adds the traceback. SIGINT and SIGTERM stop with one line.
 
 The preprocessing must be the one the models were trained with. It is read, in this order
 of preference, from the checkpoints' stored config, from ``params.yaml`` (``--params``;
@@ -38,6 +41,7 @@ import yaml
 from mammocad import __version__
 from mammocad.config import ConfigError, from_dict
 from mammocad.enhance import EnhanceConfig
+from mammocad.errors import ExpectedError, check_output_dir, report, sigterm_as_interrupt
 from mammocad.io import write_csv, write_json
 from mammocad.localize import METHODS
 from mammocad.patches import PatchesConfig
@@ -57,11 +61,13 @@ T = TypeVar("T")
 
 #: ``patch_px`` when neither the command line, the checkpoint nor a manifest gives one.
 DEFAULT_PATCH_PX = 128.0
+#: skipped.csv reason of a folder's file that is neither an image type nor DICOM.
+NOT_AN_IMAGE_FILE = "not a DICOM, PNG or PGM file (no DICM marker, suffix not .dcm/.png/.pgm)"
 #: Where the patches stage writes its manifest, relative to the project root.
 PATCHES_MANIFEST = Path("data/patches/manifest.csv")
 
 
-class UsageError(Exception):
+class UsageError(ExpectedError):
     """A problem with the command's arguments, models or settings (exit status 1)."""
 
 
@@ -180,12 +186,20 @@ def _known_suffix(path: Path) -> bool:
     return path.suffix.lower() in (".dcm", *IMAGE_SUFFIXES)
 
 
-def expand_inputs(inputs: Sequence[Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+def expand_inputs(
+    inputs: Sequence[Path], exclude: Path | None = None, others: list[Path] | None = None
+) -> list[tuple[Path, Path]]:
     """The files to process: files as given, folders searched recursively.
 
     In folders, ``.dcm``, ``.png`` and ``.pgm`` files are taken, and files with another
     or no suffix when they carry the DICOM ``DICM`` marker; hidden files and anything
     under ``exclude`` (the output folder) are left out.
+
+    Args:
+        inputs: files and folders.
+        exclude: the output folder, whose files are never inputs.
+        others: when given, receives the folders' remaining (non-hidden) files, so that
+            every file of a folder is accounted for.
 
     Returns:
         ``(file, base)`` pairs, ``base`` being the folder the file was found in (or the
@@ -206,6 +220,8 @@ def expand_inputs(inputs: Sequence[Path], exclude: Path | None = None) -> list[t
                 continue
             if _known_suffix(path) or has_dicom_preamble(path):
                 out.append((path, item))
+            elif others is not None:
+                others.append(path)
     return out
 
 
@@ -352,11 +368,17 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    files = expand_inputs(args.inputs, exclude=args.out)
+    # Checked before any image is read: a bad --out must not waste the whole run.
+    check_output_dir(args.out, "--out")
+    others: list[Path] = []
+    files = expand_inputs(args.inputs, exclude=args.out, others=others)
     names = output_names(files)
     predictor: Predictor | None = None
     processed, failed = 0, 0
     skipped: list[dict[str, str]] = []
+    for path in others:
+        sys.stderr.write(f"{path}: {NOT_AN_IMAGE_FILE}\n")
+        skipped.append({"file": str(path), "reason": NOT_AN_IMAGE_FILE})
     for (path, _), name in zip(files, names, strict=True):
         t0 = time.perf_counter()
         try:
@@ -386,7 +408,7 @@ def run_predict(args: argparse.Namespace) -> int:
             continue
         processed += 1
         sys.stdout.write(_summary(path, prediction.result, json_path) + "\n")
-    if files:
+    if files or others:
         write_csv(args.out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
     if not files:
         sys.stderr.write("no DICOM, PNG or PGM files found in the inputs\n")
@@ -543,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of expected failures too (also MAMMOCAD_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         command = COMMANDS.get(name)
@@ -560,11 +587,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         level = os.environ.get("MAMMOCAD_LOGLEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.run(args))
-    except UsageError as exc:
-        sys.stderr.write(f"mammocad {args.command}: error: {exc}\n")
-        return 1
+    debug = True if args.debug else None  # None: MAMMOCAD_DEBUG decides
+    with sigterm_as_interrupt():
+        try:
+            return int(args.run(args))
+        except (ExpectedError, KeyboardInterrupt) as exc:
+            return report(f"mammocad {args.command}", exc, debug)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import pandas as pd
 from mammocad import cbis
 from mammocad import dicom as dicom_module
 from mammocad.dicom import SkipImage, read_header, read_pixels
+from mammocad.errors import ExpectedError
 from mammocad.io import atomic_dir, write_csv, write_png
 from mammocad.parallel import imap
 
@@ -112,7 +113,7 @@ _PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic"}
 
 
-class ConvertError(RuntimeError):
+class ConvertError(ExpectedError, RuntimeError):
     """The conversion produced nothing usable or skipped more than allowed."""
 
 
@@ -507,11 +508,17 @@ def _frame(rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
 
 def _plan(
     table: pd.DataFrame, index: DicomIndex, raw_dir: Path, out_dir: Path
-) -> tuple[list[_ImageTask], list[dict[str, str]], int, int]:
-    """Groups CSV rows per full image; returns tasks, up-front skips and item counts."""
+) -> tuple[list[_ImageTask], list[dict[str, str]], int, int, int]:
+    """Groups CSV rows per full image.
+
+    Returns:
+        Tasks, up-front skips, full-image items, ROI items, and findings without any ROI
+        path: those are image-level labels (the full image carries their pathology), not
+        ROI items, so they neither count as skipped nor fail the run.
+    """
     tasks: list[_ImageTask] = []
     skipped: list[dict[str, str]] = []
-    n_full = n_roi = 0
+    n_full = n_roi = n_image_level = 0
     for image_id, rows in table.groupby("image_id", sort=False):
         n_full += 1
         series_uids = list(dict.fromkeys(rows["full_series_uid"]))
@@ -521,6 +528,9 @@ def _plan(
         roi_rows = rows[rows["category"] != "normal"].drop_duplicates(
             subset=["abnormality_id"], keep="first"
         )
+        no_roi = (roi_rows["crop_series_uid"] == "") & (roi_rows["mask_series_uid"] == "")
+        n_image_level += int(no_roi.sum())
+        roi_rows = roi_rows[~no_roi]
         n_roi += len(roi_rows)
         full_files = index.series.get(full_uid)
         if not full_files:
@@ -546,16 +556,13 @@ def _plan(
             crop_uid, mask_uid = row["crop_series_uid"], row["mask_series_uid"]
             crop_index, mask_index = row["crop_file_index"], row["mask_file_index"]
             missing_reason = missing_file = ""
-            if not crop_uid and not mask_uid:
-                missing_reason = "no ROI path in case-description row"
-            else:
-                for uid, path in (
-                    (mask_uid, row["roi_mask_file_path"]),
-                    (crop_uid, row["cropped_image_file_path"]),
-                ):
-                    if uid and not index.series.get(uid):
-                        missing_reason, missing_file = f"series {uid} not found under raw", path
-                        break
+            for uid, path in (
+                (mask_uid, row["roi_mask_file_path"]),
+                (crop_uid, row["cropped_image_file_path"]),
+            ):
+                if uid and not index.series.get(uid):
+                    missing_reason, missing_file = f"series {uid} not found under raw", path
+                    break
             rois.append(
                 _RoiTask(
                     roi_id=_roi_id(row),
@@ -579,7 +586,7 @@ def _plan(
                 raw_dir=raw_dir,
             )
         )
-    return tasks, skipped, n_full, n_roi
+    return tasks, skipped, n_full, n_roi, n_image_level
 
 
 def _counts(frame: pd.DataFrame, kind: str, column: str) -> dict[str, int]:
@@ -694,7 +701,14 @@ def convert_dataset(
 
     partial = _open_partial(out_dir, _fingerprint(table, index))
     done = _read_journal(partial)
-    tasks, item_skips, n_full, n_roi = _plan(table, index, raw_dir, partial)
+    tasks, item_skips, n_full, n_roi, n_image_level = _plan(table, index, raw_dir, partial)
+    if n_image_level:
+        log.info(
+            "%d findings have no ROI (no mask or box): kept as image-level labels of their "
+            "full images, which train the shallow CNN; give a mask or a box to train the "
+            "patch networks on them",
+            n_image_level,
+        )
     todo = [t for t in tasks if t.image_id not in done]
     if done:
         log.info("resuming: %d of %d images already converted", len(tasks) - len(todo), len(tasks))
@@ -745,6 +759,7 @@ def convert_dataset(
                 "full_images_by_type": _counts(manifest, "full", "abnormality_type"),
                 "rois_by_pathology": _counts(manifest, "roi", "pathology"),
                 "rois_by_type": _counts(manifest, "roi", "abnormality_type"),
+                "findings_without_roi": n_image_level,
                 "skipped_items": len(item_skips),
                 "skipped_fraction": round(fraction, 6),
                 "max_skipped_fraction": max_skipped_fraction,
@@ -784,6 +799,8 @@ def convert_dataset(
                 raise ConvertError(
                     f"skipped {len(item_skips)} of {n_items} CSV items ({fraction:.1%}), more than "
                     f"max_skipped_fraction={max_skipped_fraction:g}: {_summary(item_skips, n_items)}"
+                    "; fix those inputs, or raise convert.max_skipped_fraction to keep what "
+                    "is usable"
                 )
             for sub in ("full", "roi"):
                 os.replace(partial / sub, tmp / sub)

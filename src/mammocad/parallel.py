@@ -1,4 +1,4 @@
-"""Streaming, order-preserving parallel map with a progress bar.
+"""Streaming, order-preserving parallel map with a progress bar (log lines without a TTY).
 
 Workers receive one task at a time (``chunksize=1``) and results are consumed as they
 arrive, so memory stays bounded by the number of workers rather than the dataset size.
@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from tqdm.auto import tqdm
+from mammocad.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -56,7 +56,7 @@ def imap(
     n = resolve_workers(workers)
     if total is None and hasattr(tasks, "__len__"):
         total = len(tasks)  # type: ignore[arg-type]
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=None, dynamic_ncols=True)
+    bar = progress(total=total, desc=desc, unit=unit)
     try:
         if n == 1:
             for task in tasks:

@@ -36,6 +36,7 @@ import torch
 from mammocad.checkpoint import load_checkpoint
 from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
+from mammocad.image_rules import image_problem
 from mammocad.localize import (
     DEFAULT_MAX_PIXELS,
     Heatmap,
@@ -52,9 +53,6 @@ from mammocad.patches import PatchesConfig, make_full, make_patch
 
 log = logging.getLogger(__name__)
 
-#: Shortest side, in pixels, below which an image is refused: full-field mammograms have
-#: thousands of pixels per side (mini-MIAS, the smallest common set, has 1024).
-MIN_SIDE = 256
 #: File name suffixes read as images besides DICOM.
 IMAGE_SUFFIXES = (".png", ".pgm")
 
@@ -168,19 +166,14 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
 
 def check_image(image: np.ndarray) -> None:
-    """Refuses images that cannot be full mammograms: too small or blank.
+    """Refuses images that cannot be full mammograms (:mod:`mammocad.image_rules`).
 
     Raises:
-        NotAMammogram: with the reason.
+        NotAMammogram: with the reason (too small, blank).
     """
-    h, w = image.shape
-    if min(h, w) < MIN_SIDE:
-        raise NotAMammogram(
-            f"image too small to be a mammogram: {w}×{h} pixels (short side under {MIN_SIDE})"
-        )
-    lo, hi = int(image.min()), int(image.max())
-    if lo == hi:
-        raise NotAMammogram(f"blank image: every pixel is {lo}")
+    problem = image_problem(image)
+    if problem:
+        raise NotAMammogram(problem)
 
 
 def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 import pandas as pd
 
 from mammocad.config import to_dict
+from mammocad.deid import install_file
+from mammocad.errors import InputError, ParamsError
 from mammocad.io import atomic_dir, write_csv, write_json
 from mammocad.registry import Registry
 from mammocad.sources.ddsm import DdsmConfig, fetch_ddsm
@@ -71,10 +72,18 @@ Source = Callable[[Path, DataConfig, int, int], dict[str, Any]]
 SOURCES: Registry[Source] = Registry("data source")
 
 
-def link_tree(src: Path, dst: Path) -> int:
-    """Mirrors ``src`` into ``dst`` with hard links (copies across file systems).
+def link_tree(src: Path, dst: Path, counts: dict[str, int] | None = None) -> int:
+    """Mirrors ``src`` into ``dst`` with hard links, de-identifying DICOM files on the way.
 
-    Hidden entries (download state, partial files) are left out.
+    Files holding identifying fields are written as clean copies
+    (:func:`mammocad.deid.install_file`); the others are hard-linked (copied across file
+    systems). ``src`` is never modified. Hidden entries (download state, partial files)
+    are left out.
+
+    Args:
+        src: the download cache.
+        dst: the raw-data folder.
+        counts: when given, receives ``files_deidentified`` (clean copies written).
 
     Returns:
         The number of files linked or copied.
@@ -87,11 +96,9 @@ def link_tree(src: Path, dst: Path) -> int:
         for name in sorted(files):
             if name.startswith(".") or name.endswith(".part"):
                 continue
-            target = dst / rel / name
-            try:
-                os.link(Path(root) / name, target)
-            except OSError:
-                shutil.copy2(Path(root) / name, target)
+            cleaned = install_file(Path(root) / name, dst / rel / name)
+            if counts is not None:
+                counts["files_deidentified"] = counts.get("files_deidentified", 0) + cleaned
             n += 1
     return n
 
@@ -105,7 +112,9 @@ def _synthetic(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[
 def _cbis_ddsm(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
     cache = Path(cfg.download_dir) / "cbis-ddsm"
     summary = fetch_cbis_ddsm(cache, cfg.cbis_ddsm, seed, workers)
-    summary["files_linked"] = link_tree(cache, out_dir)
+    counts = {"files_deidentified": 0}
+    summary["files_linked"] = link_tree(cache, out_dir, counts)
+    summary.update(counts)
     return summary
 
 
@@ -150,7 +159,7 @@ def merge_case_descriptions(out_dir: Path, names: tuple[str, ...]) -> dict[str, 
             frame["patient_id"] = name + "/" + frame["patient_id"].str.strip()
             for subject in {p.strip().split("/")[0] for p in frame["image file path"]}:
                 if owner.setdefault(subject, name) != name:
-                    raise ValueError(
+                    raise InputError(
                         f"sources {owner[subject]!r} and {name!r} both hold subject "
                         f"{subject!r}; combine datasets whose image names differ"
                     )
@@ -181,10 +190,10 @@ def download(out_dir: Path, cfg: DataConfig, seed: int, workers: int = 0) -> dic
     """
     names = cfg.sources
     if not names:
-        raise ValueError("data.source is empty: name at least one source")
+        raise ParamsError("data.source is empty: name at least one source")
     fetchers = {name: SOURCES.get(name) for name in names}
     if len(set(names)) != len(names):
-        raise ValueError(f"data.source names a source twice: {list(names)}")
+        raise ParamsError(f"data.source names a source twice: {list(names)}")
     with atomic_dir(out_dir) as tmp:
         if len(names) == 1:
             summary = fetchers[names[0]](tmp, cfg, seed, workers)

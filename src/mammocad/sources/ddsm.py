@@ -103,6 +103,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mammocad.errors import InputNotFound, ParamsError
 from mammocad.io import write_csv
 from mammocad.parallel import imap
 from mammocad.sources.layout import (
@@ -1448,14 +1449,14 @@ def fetch_ddsm(out_dir: Path, cfg: DdsmConfig, seed: int, workers: int = 0) -> d
         FileNotFoundError: if ``cfg.root`` is not a folder or holds no ``.ics`` file.
     """
     if not cfg.root:
-        raise ValueError("data.ddsm.root is empty: set it to the folder holding the DDSM cases")
+        raise ParamsError("data.ddsm.root is empty: set it to the folder holding the DDSM cases")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data.ddsm.root {root} is not a folder")
+        raise InputNotFound(f"data.ddsm.root {root} is not a folder")
     out_dir = Path(out_dir)
     ics_files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".ics" and p.is_file())
     if not ics_files:
-        raise FileNotFoundError(f"no DDSM case (*.ics file) under {root}")
+        raise InputNotFound(f"no DDSM case (*.ics file) under {root}")
 
     skipped: list[dict[str, str]] = []
     counts: Counter = Counter()

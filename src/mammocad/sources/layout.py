@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
+from mammocad.deid import deidentify
 from mammocad.io import write_csv
 
 #: The DICOM UID root of CBIS-DDSM; generated UIDs use it too.
@@ -92,7 +93,7 @@ def write_secondary_capture(
     study_date: str = "",
     identifying: Mapping[str, str] | None = None,
 ) -> None:
-    """Writes one uncompressed Secondary Capture mammogram (8- or 16-bit MONOCHROME2).
+    """Writes one uncompressed, de-identified Secondary Capture mammogram (8/16-bit MONOCHROME2).
 
     pydicom 3 takes the encoding from the Transfer Syntax UID alone.
 
@@ -108,8 +109,9 @@ def write_secondary_capture(
         view: ``CC`` or ``MLO``.
         instance: InstanceNumber (``00000N.dcm`` in the CSV is instance ``N + 1``).
         study_date: StudyDate, ``YYYYMMDD`` or empty.
-        identifying: extra header keywords (e.g. a fake ``PatientName``) that ``convert``
-            must drop; used by tests and the synthetic source.
+        identifying: extra header keywords (e.g. a fake ``PatientName``); the synthetic
+            source plants them so that every run exercises the de-identification
+            (:func:`mammocad.deid.deidentify`), which removes them before writing.
     """
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(
@@ -145,6 +147,9 @@ def write_secondary_capture(
     ds.Laterality = side[0]
     for keyword, value in (identifying or {}).items():
         setattr(ds, keyword, value)
+    # Every file a source writes is de-identified here, so data/raw (a DVC output that
+    # `dvc push` ships) never holds an identifying field, whatever the source was given.
+    deidentify(ds)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = (int(n) for n in pixels.shape)

@@ -57,8 +57,12 @@ Everything that cannot be used is recorded with its reason, returned in the summ
 written to ``local_skipped.csv`` (``file, row, reason``): files under ``root`` that no row
 lists (``not listed in labels``), rows whose file is missing (``listed in labels but not
 found``), unreadable, colour or non-mammographic images, bad label values, unusable masks
-(the image is then kept without its ROI). A labels CSV without a required column is an
-error naming the file and the column.
+(the image is then kept without its ROI), images below the shared minimum size
+(:mod:`mammocad.image_rules`). Errors naming the labels file (and rows): a missing, empty,
+header-only, non-UTF-8 or not comma-separated CSV, a required column missing, ``file`` or
+``mask`` paths leaving ``root`` (absolute, ``..``, symbolic links: nothing is read), one
+file listed twice with different labels (both row numbers), a patient in both splits, no
+row giving a usable image. A file listed twice with the same labels keeps its first row.
 """
 
 from __future__ import annotations
@@ -77,9 +81,12 @@ import pandas as pd
 import pydicom
 
 from mammocad.dicom import SkipImage, read_pixels
+from mammocad.errors import InputError, InputNotFound, ParamsError
+from mammocad.image_rules import size_problem
 from mammocad.io import write_csv
 from mammocad.parallel import imap
 from mammocad.patches import chest_wall_on_right
+from mammocad.paths import PathEscape, resolve_inside
 from mammocad.sources.ddsm import crop_box, split_patients
 from mammocad.sources.layout import (
     KIND_FILE,
@@ -295,18 +302,35 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels CSV {path} not found (set data.local.labels)")
+        raise InputNotFound(f"labels CSV {path} not found (set data.local.labels)")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read labels CSV: {exc}") from None
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig"
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the labels CSV is empty (expected a header line)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: the labels CSV is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+            "save it as UTF-8"
+        ) from None
+    except (pd.errors.ParserError, OSError) as exc:
+        raise InputError(f"{path}: cannot read labels CSV: {exc}") from None
     frame.columns = [_column_key(c) for c in frame.columns]
     for column in REQUIRED_COLUMNS:
         if column not in frame.columns:
-            raise ValueError(
-                f"{path}: missing required column {column!r} "
-                f"(required: {', '.join(REQUIRED_COLUMNS)})"
+            header = ",".join(frame.columns)
+            hint = (
+                "; columns must be separated by commas, not semicolons or tabs"
+                if len(frame.columns) == 1 and any(s in header for s in ";\t")
+                else ""
             )
+            raise InputError(
+                f"{path}: missing required column {column!r} "
+                f"(required: {', '.join(REQUIRED_COLUMNS)}){hint}"
+            )
+    if frame.empty:
+        raise InputError(f"{path}: the labels CSV has a header but no rows")
     frame = frame.apply(lambda col: col.astype(str).str.strip())
     for column in OPTIONAL_COLUMNS:
         if column not in frame.columns:
@@ -360,11 +384,22 @@ def _safe_id(value: str) -> str:
 
 
 def _plan(
-    labels: pd.DataFrame, root: Path, skipped: list[dict[str, Any]], counts: Counter
+    labels: pd.DataFrame,
+    root: Path,
+    skipped: list[dict[str, Any]],
+    counts: Counter,
+    labels_path: Path,
 ) -> list[dict[str, Any]]:
-    """Validates the labels rows; returns the usable ones as plain dicts."""
+    """Validates the labels rows; returns the usable ones as plain dicts.
+
+    Raises:
+        InputError: naming the rows, when paths leave ``root`` (absolute, ``..``, symbolic
+            links) or two rows of one file disagree on its labels.
+    """
     plans: list[dict[str, Any]] = []
-    first_row: dict[Path, int] = {}
+    first_row: dict[Path, tuple[int, tuple[str, ...]]] = {}
+    escapes: list[str] = []
+    conflicts: list[str] = []
     for _, row in labels.iterrows():
         number = int(row["row"])
         cell = row["file"].replace("\\", "/")
@@ -375,11 +410,28 @@ def _plan(
         if not cell:
             skip("labels row without a file")
             continue
-        path = (root / cell).resolve()
-        if path in first_row:
-            skip(f"duplicate labels row for this file (first: row {first_row[path]})")
+        try:
+            path = resolve_inside(root, cell)
+            mask_path = resolve_inside(root, row["mask"]) if row["mask"] else None
+        except PathEscape as exc:
+            escapes.append(f"row {number}: {exc}")
             continue
-        first_row[path] = number
+        labels_of_row = _label_key(row)
+        if path in first_row:
+            first, first_labels = first_row[path]
+            if first_labels != labels_of_row:
+                differ = ", ".join(
+                    f"{name} {a or '(empty)'!r} vs {b or '(empty)'!r}"
+                    for name, a, b in zip(_LABEL_FIELDS, first_labels, labels_of_row, strict=True)
+                    if a != b
+                )
+                conflicts.append(
+                    f"rows {first} and {number} label {cell!r} differently ({differ})"
+                )
+            else:
+                skip(f"duplicate labels row for this file (first: row {first})")
+            continue
+        first_row[path] = (number, labels_of_row)
         if not path.is_file():
             skip(NOT_FOUND)
             continue
@@ -425,12 +477,43 @@ def _plan(
                 "laterality": _SIDES.get(side, ""),
                 "view": view,
                 "split": split,
-                "mask": None if normal or not mask_cell else (root / mask_cell).resolve(),
+                "mask": None if normal else mask_path,
                 "mask_shown": mask_cell,
                 "box": None if normal else box,
             }
         )
+    if escapes:
+        raise InputError(
+            f"{labels_path}: {len(escapes)} row(s) name files outside data.local.root, "
+            f"which are never read: {'; '.join(escapes[:5])}"
+        )
+    if conflicts:
+        raise InputError(
+            f"{labels_path}: {len(conflicts)} file(s) listed twice with different labels; "
+            f"keep one row per file: {'; '.join(conflicts[:5])}"
+        )
     return plans
+
+
+#: Labels columns two rows of one file must agree on (the file cell aside).
+_LABEL_FIELDS = tuple(c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c != "file")
+
+
+def _label_key(row: pd.Series) -> tuple[str, ...]:
+    """A row's labels, normalised as they are read (case, L/R, calc), to compare duplicates."""
+    values = []
+    for name in _LABEL_FIELDS:
+        value = row[name].replace("\\", "/")
+        if name == "pathology":
+            value = value.upper().replace(" ", "_")
+        elif name == "laterality":
+            value = _SIDES.get(value.upper(), value.upper())
+        elif name == "abnormality_type":
+            value = _TYPES.get(value.lower() or "mass", value.lower())
+        elif name in ("view", "split"):
+            value = value.upper()
+        values.append(value)
+    return tuple(values)
 
 
 def _assign_splits(
@@ -449,7 +532,7 @@ def _assign_splits(
             worst[pid] = label
     for pid, values in given.items():
         if len(values) > 1:
-            raise ValueError(
+            raise InputError(
                 f"{labels_path}: patient {pid!r} has rows in both splits ({sorted(values)}); "
                 "all images of a patient must share one split"
             )
@@ -523,6 +606,10 @@ def _write_task(task: _Task) -> dict[str, Any]:
         result["skipped"].append({"file": task.shown, "row": task.row, "reason": reason})
         return result
     pixels = image.pixels
+    problem = size_problem(*pixels.shape)
+    if problem:
+        result["skipped"].append({"file": task.shown, "row": task.row, "reason": problem})
+        return result
     side = task.laterality or image.laterality
     view = task.view or image.view
     if not task.laterality:
@@ -626,17 +713,17 @@ def fetch_local(out_dir: Path, cfg: LocalConfig, seed: int, workers: int = 0) ->
         FileNotFoundError: if ``cfg.root`` or the labels CSV does not exist.
     """
     if not cfg.root:
-        raise ValueError("data.local.root is empty: set it to the folder of your images")
+        raise ParamsError("data.local.root is empty: set it to the folder of your images")
     root = Path(cfg.root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"data.local.root {root} is not a folder")
+        raise InputNotFound(f"data.local.root {root} is not a folder")
     labels_path = Path(cfg.labels).expanduser() if cfg.labels else root / "labels.csv"
     labels = read_labels(labels_path)
     out_dir = Path(out_dir)
 
     skipped: list[dict[str, Any]] = []
     counts: Counter = Counter()
-    plans = _plan(labels, root, skipped, counts)
+    plans = _plan(labels, root, skipped, counts, labels_path)
     split = _assign_splits(plans, labels_path, cfg.test_fraction, seed)
 
     # Subjects must be unique: <patient>_<side>_<view> when the labels give both and no
@@ -679,12 +766,19 @@ def fetch_local(out_dir: Path, cfg: LocalConfig, seed: int, workers: int = 0) ->
         if result["row"] is not None:
             rows.setdefault((KIND_FILE[task.kind], task.split), []).append(result["row"])
             written[task.patient_id] = task.split
+    if not rows:
+        reasons = Counter(s["reason"] for s in skipped).most_common(3)
+        raise InputError(
+            f"{labels_path}: none of its {len(labels)} rows gave a usable image "
+            f"(root {root}); most frequent reasons: "
+            + "; ".join(f"{reason} ×{n}" for reason, n in reasons)
+        )
     csv_counts = write_case_csvs(out_dir, rows)
 
     # Every file under root that no row uses: listed images, masks and the labels CSV.
     used = {p["path"] for p in plans} | {p["mask"] for p in plans if p["mask"] is not None}
-    listed = {(root / c.replace("\\", "/")).resolve() for c in labels["file"] if c}
-    listed |= {(root / c.replace("\\", "/")).resolve() for c in labels["mask"] if c}
+    listed = {resolve_inside(root, c) for c in labels["file"] if c}
+    listed |= {resolve_inside(root, c) for c in labels["mask"] if c}
     listed.add(labels_path.resolve())
     for path in _walk(root):
         if path.resolve() not in listed and path.resolve() not in used:

@@ -82,9 +82,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from tqdm import tqdm
 
+from mammocad.errors import InputError, InputNotFound
 from mammocad.parallel import imap
+from mammocad.progress import progress
 from mammocad.sources.layout import (
     KIND_FILE,
     SPLIT_PREFIX,
@@ -488,7 +489,7 @@ def download_archive(
     digest = sha256_file(part)
     if expected and digest != expected:
         part.unlink()
-        raise ValueError(
+        raise InputError(
             f"sha256 mismatch for {url}: expected {expected}, got {digest} "
             "(the download was deleted)"
         )
@@ -531,15 +532,13 @@ def _fetch_to(url: str, part: Path, timeout: float, resume: bool) -> None:
         try:
             with (
                 open(part, "ab" if offset else "wb") as fh,
-                tqdm(
+                progress(
                     total=total,
                     initial=offset,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=f"download {part.name[: -len('.part')]}",
-                    disable=None,
-                    dynamic_ncols=True,
                 ) as bar,
             ):
                 while chunk := response.read(_CHUNK):
@@ -582,13 +581,13 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike) -> di
     try:
         tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
-        raise ValueError(f"{archive}: not a readable tar archive ({exc})") from exc
-    with tar, tqdm(desc=f"extract {archive.name}", unit="file", disable=None) as bar:
+        raise InputError(f"{archive}: not a readable tar archive ({exc})") from exc
+    with tar, progress(desc=f"extract {archive.name}", unit="file") as bar:
         for member in tar:
             name = member.name.replace("\\", "/")
             parts = PurePosixPath(name).parts
             if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-                raise ValueError(f"{archive}: unsafe entry {member.name!r} (outside the target)")
+                raise InputError(f"{archive}: unsafe entry {member.name!r} (outside the target)")
             base = parts[-1] if parts else ""
             if not _WANTED.fullmatch(base):
                 continue
@@ -597,7 +596,7 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike) -> di
                 continue
             key = base.lower()
             if key in found:
-                raise ValueError(f"{archive}: two entries named {base!r} ({member.name!r})")
+                raise InputError(f"{archive}: two entries named {base!r} ({member.name!r})")
             out = target / key
             source = tar.extractfile(member)
             if source is None:  # pragma: no cover - regular files always have a stream
@@ -615,7 +614,7 @@ def _index_folder(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and _WANTED.fullmatch(path.name):
             if path.name.lower() in found:
-                raise ValueError(f"{folder}: two files named {path.name!r}")
+                raise InputError(f"{folder}: two files named {path.name!r}")
             found[path.name.lower()] = path
     return found
 
@@ -791,7 +790,7 @@ def _locate_archive(
     if cfg.archive:
         archive = Path(cfg.archive)
         if not archive.exists():
-            raise FileNotFoundError(
+            raise InputNotFound(
                 f"mini-MIAS archive {archive} not found (MiasConfig.archive); give the path "
                 f"of all-mias.tar.gz or leave it empty to download {cfg.url}"
             )
@@ -851,14 +850,14 @@ def fetch_mias(
         digest = "" if archive.is_dir() else sha256_file(archive)
         expected = cfg.sha256.strip().lower()
         if expected and digest != expected:
-            raise ValueError(f"sha256 mismatch for {archive}: expected {expected}, got {digest}")
+            raise InputError(f"sha256 mismatch for {archive}: expected {expected}, got {digest}")
         if digest and not expected:
             log.info("sha256 of %s: %s (set MiasConfig.sha256 to check it)", archive, digest)
         files = (
             _index_folder(archive) if archive.is_dir() else extract_archive(archive, scratch[1])
         )
         if "info.txt" not in files:
-            raise FileNotFoundError(f"no Info.txt in mini-MIAS archive {archive}")
+            raise InputNotFound(f"no Info.txt in mini-MIAS archive {archive}")
         summary = _write_dataset(out_dir, cfg, seed, workers, files)
         summary = {
             "archive": "" if scratch_copy else str(archive),
@@ -888,7 +887,7 @@ def _write_dataset(
     info = files["info.txt"]
     rows = parse_info(info.read_text(encoding="latin-1"))
     if not rows:
-        raise ValueError(f"{info.name}: no data rows (expected 'mdbNNN tissue class ...')")
+        raise InputError(f"{info.name}: no data rows (expected 'mdbNNN tissue class ...')")
     by_ref: dict[str, list[MiasRow]] = {}
     for row in rows:
         by_ref.setdefault(row.ref, []).append(row)

@@ -930,7 +930,8 @@ def _study_folder(date: str, study_uid: str, rng: np.random.Generator) -> str:
 
 @dataclass(frozen=True)
 class _Identity:
-    """The fake identifying fields every file of a patient carries (convert must drop them)."""
+    """The fake identifying fields planted in every file of a patient (de-identification
+    at ingest removes them: no run writes them to data/raw)."""
 
     seed: int
     number: int

@@ -25,10 +25,16 @@ an unreliable link:
 * HTTP 5xx, 408 and 429, timeouts (connect or read idle), refused or dropped connections,
   short bodies, corrupt ZIPs and checksum or count mismatches are retried with capped
   exponential backoff; a series that still fails is reported and the run goes on.
-* Resume. ``.tcia/state.json`` (rewritten atomically) records every verified series with
-  its folder and file sizes. A rerun skips those whose files are still in place, so an
-  interrupted download picks up where it stopped; leftovers of unfinished series in
-  ``.tcia/tmp`` are discarded. Nothing verified is ever deleted by a failure.
+* Resume. Every verified series is recorded, with its folder and file sizes, the moment
+  it is installed: one fsynced line of ``.tcia/state.journal``, folded into
+  ``.tcia/state.json`` (rewritten atomically) at the end of a run. A rerun skips those
+  whose files are still in place, so a download stopped in any way (Ctrl-C, SIGTERM from
+  a batch scheduler, even SIGKILL) picks up where it stopped; leftovers of unfinished
+  series in ``.tcia/tmp`` are discarded. Nothing verified is ever deleted by a failure.
+* Stopping. On SIGINT or SIGTERM (see :mod:`mammocad.errors`) the downloads stop within
+  one chunk, the state is flushed and the temporary files are removed.
+* Progress: a bar in bytes on a terminal, else a log line every
+  ``MAMMOCAD_PROGRESS_S`` seconds with series and bytes done, rate and ETA.
 
 ``.tcia/`` is hidden, so ``convert`` does not read it.
 """
@@ -48,7 +54,6 @@ import re
 import shutil
 import stat
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,10 +65,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
 from mammocad import __version__
+from mammocad.errors import ExpectedError, InputNotFound
 from mammocad.io import atomic_file, write_json
+from mammocad.progress import progress
 
 try:  # advisory lock against two downloads into one folder (POSIX only)
     import fcntl
@@ -94,8 +99,6 @@ WORK_DIR = ".tcia"
 STATE_NAME = "state.json"
 
 _CHUNK = 256 * 1024
-#: Longest time verified series may wait before the state file is rewritten.
-_STATE_FLUSH_S = 5.0
 #: HTTP statuses below 500 that are worth retrying.
 _RETRY_STATUS = frozenset({408, 425, 429})
 #: Answers to ``getImageWithMD5Hash`` that mean "this server has no such endpoint".
@@ -106,7 +109,7 @@ _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9 ._()+,=-]")
 
 
-class TciaError(RuntimeError):
+class TciaError(ExpectedError, RuntimeError):
     """The download cannot go on: no series list, no case descriptions, nothing fetched."""
 
 
@@ -553,14 +556,20 @@ def _extract(archive: Path, dest: Path, series: SeriesInfo, expect_md5: bool) ->
 
 
 class _State:
-    """Verified series, kept in ``.tcia/state.json`` (rewritten atomically, throttled)."""
+    """Verified series, kept in ``.tcia/state.json`` plus an append-only journal.
+
+    Every verified series is appended at once to ``state.journal`` as one JSON line
+    (written with a single ``write`` and fsynced), so a run killed at any moment, even by
+    SIGKILL, leaves every series it finished on record; a torn last line is ignored.
+    ``state.json`` (rewritten atomically) is the compacted form: loading merges both,
+    :meth:`flush` folds the journal into it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.journal = path.with_suffix(".journal")
         self.lock = threading.Lock()
         self.series: dict[str, dict[str, Any]] = {}
-        self._dirty = False
-        self._written = 0.0
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
@@ -569,6 +578,15 @@ class _State:
                 # Written atomically, so this means a hand edit; series are then fetched
                 # again and their folders replaced by verified copies.
                 log.warning("%s is unreadable (%s); starting a fresh state", path, err)
+        if self.journal.is_file():
+            with open(self.journal, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                        self.series[str(entry["uid"])] = dict(entry["record"])
+                    except (ValueError, KeyError, TypeError):
+                        break  # the run stopped while writing this line
+        self._fh: Any = None
 
     def verified(self, uid: str, out_dir: Path) -> str | None:
         """The folder of a recorded series whose files are all still there, else None."""
@@ -586,21 +604,26 @@ class _State:
         return rec["folder"]
 
     def add(self, uid: str, record: dict[str, Any]) -> None:
+        """Records a verified series durably before returning."""
+        line = (json.dumps({"uid": uid, "record": record}, sort_keys=True) + "\n").encode()
         with self.lock:
             self.series[uid] = record
-            self._dirty = True
-            if time.monotonic() - self._written >= _STATE_FLUSH_S:
-                self._write()
+            if self._fh is None:
+                self._fh = open(self.journal, "ab")  # noqa: SIM115 - kept open for the run
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def flush(self) -> None:
+        """Folds the journal into ``state.json`` (atomically) and empties it."""
         with self.lock:
-            if self._dirty:
-                self._write()
-
-    def _write(self) -> None:
-        write_json(self.path, {"version": 1, "series": self.series})
-        self._dirty = False
-        self._written = time.monotonic()
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            if self.series or self.path.exists():
+                write_json(self.path, {"version": 1, "series": self.series})
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.unlink()
 
 
 @contextlib.contextmanager
@@ -909,7 +932,7 @@ def fetch_cbis_ddsm(
     if cfg.csv_dir:
         for name in CSV_NAMES:
             if not (Path(cfg.csv_dir) / name).is_file():
-                raise FileNotFoundError(
+                raise InputNotFound(
                     f"csv_dir {cfg.csv_dir} lacks {name} (it must hold the four CBIS-DDSM "
                     f"case-description files: {', '.join(CSV_NAMES)})"
                 )
@@ -1022,41 +1045,53 @@ def _download(
         client.cfg.connections,
     )
     outcomes: list[_Outcome] = []
-    bar = tqdm(
-        total=total,
-        desc=client.cfg.collection,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        disable=None,
-        dynamic_ncols=True,
+    bar = progress(
+        total=total, desc=client.cfg.collection, unit="B", unit_scale=True, unit_divisor=1024
     )
     client._bar = bar
+    done_count = [0]
+
+    def fetch_and_record(s: SeriesInfo) -> _Outcome:
+        # Recorded in the worker, right after installing: a series finished while the
+        # main thread is being stopped is still on record.
+        outcome = client.fetch_series(s, out_dir, tmp)
+        if not outcome.error:
+            state.add(
+                s.uid,
+                {
+                    "folder": s.folder,
+                    "patient_id": s.patient_id,
+                    "files": outcome.files,
+                    "md5": outcome.md5_checked,
+                },
+            )
+        with client._lock:
+            done_count[0] += 1
+            bar.set_postfix_str(f"{done_count[0]}/{len(todo)} series")
+        return outcome
+
     try:
         with ThreadPoolExecutor(client.cfg.connections, thread_name_prefix="tcia") as pool:
-            futures = [pool.submit(client.fetch_series, s, out_dir, tmp) for s in todo]
+            futures = [pool.submit(fetch_and_record, s) for s in todo]
             try:
                 for future in as_completed(futures):
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    if not outcome.error:
-                        state.add(
-                            outcome.series.uid,
-                            {
-                                "folder": outcome.series.folder,
-                                "patient_id": outcome.series.patient_id,
-                                "files": outcome.files,
-                                "md5": outcome.md5_checked,
-                            },
-                        )
+                    outcomes.append(future.result())
             except BaseException:
                 client.stop.set()
                 for future in futures:
                     future.cancel()
                 raise
+    except KeyboardInterrupt:
+        log.info(
+            "download stopped: %d of %d series verified and recorded; a rerun fetches "
+            "only the others",
+            len(state.series.keys() & {s.uid for s in series}),
+            len(series),
+        )
+        raise
     finally:
         state.flush()
         bar.close()
         client._bar = None
-    shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # partial files of stopped series
     return outcomes, present
