@@ -440,3 +440,24 @@ def test_no_identifier_reaches_any_output(tmp_path, nbia):
     leaks = [f for f in _scan(work) if not f.startswith(code)]
     assert not leaks, leaks[:10]
     assert {p: _md5(p) for p in root.rglob("*.dcm")} == originals  # originals untouched
+
+
+def test_pool_workers_end_quietly_under_the_sigterm_handler(tmp_path):
+    # a pool ends its forked workers with SIGTERM; they inherit the stage's handler, which
+    # must not print a traceback from each of them
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp\n"
+        "from mammocad.errors import sigterm_as_interrupt\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "with sigterm_as_interrupt():\n"
+        "    with mp.get_context('fork').Pool(2) as pool:\n"
+        "        print(sum(pool.map(square, range(100))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "328350"
+    assert "Traceback" not in proc.stderr and "Terminated" not in proc.stderr

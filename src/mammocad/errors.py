@@ -104,9 +104,16 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Raises :class:`Terminated` in the main thread on SIGTERM while the block runs."""
+    """Raises :class:`Terminated` in the main thread on SIGTERM while the block runs.
+
+    Worker processes forked inside the block inherit the handler; a pool ends its workers
+    with SIGTERM, so in any other process the handler exits quietly as SIGTERM would.
+    """
+    owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signal.SIGTERM)
         raise Terminated("SIGTERM")
 
     try:
