@@ -56,12 +56,14 @@ class ShallowParams:
             finding). CBIS-DDSM itself has no normal images; the synthetic source has.
         channels: output channels of the conv blocks.
         dropout: dropout before the classifier.
+        pooling: global pooling before the classifier, ``max`` or ``avg``.
         train: optimisation settings.
     """
 
     positive: Literal["malignant", "abnormal"] = "abnormal"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     dropout: float = 0.3
+    pooling: Literal["avg", "max"] = "max"
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -324,7 +326,9 @@ def train_shallow(
     mean, std = grey_stats(raw["train"])
     sets = {name: s.normalised((mean,), (std,)) for name, s in raw.items()}
     torch.manual_seed(seed)
-    model = ShallowCNN(ShallowConfig(channels=params.channels, dropout=params.dropout))
+    model = ShallowCNN(
+        ShallowConfig(channels=params.channels, dropout=params.dropout, pooling=params.pooling)
+    )
     t0 = time.perf_counter()
     result = fit(model, sets["train"], sets["val"], params.train, seed)
     info = _info(

@@ -48,7 +48,7 @@ from mammocad.localize import (
     top_regions,
 )
 from mammocad.models.backbones import build_architecture, get_spec
-from mammocad.models.shallow import ShallowCNN, ShallowConfig
+from mammocad.models.shallow import ShallowCNN, shallow_from_checkpoint
 from mammocad.patches import PatchesConfig, make_full, make_patch
 
 log = logging.getLogger(__name__)
@@ -195,23 +195,10 @@ def _shallow_model(path: Path) -> tuple[ShallowCNN, dict[str, Any]]:
     ckpt = load_checkpoint(path)
     if ckpt["backbone"] != SHALLOW:
         raise ValueError(f"{path}: holds {ckpt['backbone']!r}, not the {SHALLOW!r} model")
-    state = ckpt["model"]
-    convs = sorted(
-        (k for k in state if re.fullmatch(r"features\.block\d+\.conv\.weight", k)),
-        key=lambda k: int(k.split(".")[1][5:]),
-    )
-    if not convs:
-        raise ValueError(f"{path}: no shallow CNN convolution weights in the checkpoint")
-    channels = tuple(int(state[k].shape[0]) for k in convs)
-    dropout = float(((ckpt["config"].get("shallow") or {}).get("dropout")) or 0.0)
-    model = ShallowCNN(
-        ShallowConfig(channels=channels, dropout=dropout),
-        num_classes=int(state["classifier.weight"].shape[0]),
-        in_channels=int(state[convs[0]].shape[1]),
-    )
-    model.load_state_dict(state)
-    model.eval()
-    return model, ckpt
+    try:
+        return shallow_from_checkpoint(ckpt), ckpt
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _input_stats(

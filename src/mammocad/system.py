@@ -55,7 +55,7 @@ import torch
 from mammocad.checkpoint import load_checkpoint
 from mammocad.evaluate import bootstrap_ci, roc_auc
 from mammocad.models.data import ImageSet, label_cancerous
-from mammocad.models.shallow import ShallowCNN, ShallowConfig
+from mammocad.models.shallow import ShallowCNN, shallow_from_checkpoint
 from mammocad.train import predict_proba
 
 #: False positives per image at which FROC sensitivities are reported.
@@ -445,16 +445,7 @@ def attach_shallow(images: pd.DataFrame, frame: pd.DataFrame, prob: Any) -> pd.D
 def load_shallow(path: str | os.PathLike) -> tuple[ShallowCNN, dict[str, Any]]:
     """Rebuilds the shallow CNN of a ``train_shallow`` checkpoint, in evaluation mode."""
     ckpt = load_checkpoint(path)
-    cfg = (ckpt.get("config") or {}).get("shallow") or {}
-    model = ShallowCNN(
-        ShallowConfig(
-            channels=tuple(int(c) for c in cfg.get("channels", ShallowConfig.channels)),
-            dropout=float(cfg.get("dropout", ShallowConfig.dropout)),
-        )
-    )
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
+    return shallow_from_checkpoint(ckpt), ckpt
 
 
 def shallow_probabilities(

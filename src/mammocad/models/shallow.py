@@ -9,8 +9,10 @@ by a classifier; the exact widths are not given, so they are configurable here
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -24,10 +26,14 @@ class ShallowConfig:
         channels: output channels of each conv block; one block per entry, each halving
             the spatial size.
         dropout: dropout probability before the final linear layer.
+        pooling: global pooling of the last feature map: ``max`` lets one small lesion
+            decide the image; ``avg`` (the first version of this model) dilutes it over
+            the whole breast, and a lesion-sized signal barely moved the output.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
     dropout: float = 0.3
+    pooling: Literal["avg", "max"] = "avg"
 
     def __post_init__(self) -> None:
         """Rejects empty or non-positive widths and a dropout outside [0, 1)."""
@@ -37,6 +43,8 @@ class ShallowConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1): {self.dropout}")
+        if self.pooling not in ("avg", "max"):
+            raise ValueError(f"pooling must be avg or max: {self.pooling!r}")
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -54,7 +62,8 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class ShallowCNN(nn.Module):
     """Shallow binary classifier of full mammograms (paper Fig. 2).
 
-    Conv3×3-BN-ReLU-maxpool blocks, global average pooling, dropout and a linear layer.
+    Conv3×3-BN-ReLU-maxpool blocks, global max (or average) pooling, dropout and a linear
+    layer.
     Global pooling makes any input size at least ``2**len(channels)`` pixels per side work
     (e.g. 256×160), so full mammograms keep their aspect ratio.
 
@@ -81,7 +90,9 @@ class ShallowCNN(nn.Module):
                 for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
             )
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = (
+            nn.AdaptiveMaxPool2d(1) if self.config.pooling == "max" else nn.AdaptiveAvgPool2d(1)
+        )
         self.dropout = nn.Dropout(self.config.dropout)
         self.classifier = nn.Linear(widths[-1], num_classes)
         for module in self.modules():
@@ -92,3 +103,34 @@ class ShallowCNN(nn.Module):
         """Maps ``(N, in_channels, H, W)`` images to ``(N, num_classes)`` logits."""
         x = self.pool(self.features(x)).flatten(1)
         return self.classifier(self.dropout(x))
+
+
+def shallow_from_checkpoint(ckpt: dict[str, Any]) -> ShallowCNN:
+    """Rebuilds the shallow CNN of a loaded ``train_shallow`` checkpoint, in eval mode.
+
+    The widths come from the weights themselves, dropout and pooling from the recorded
+    ``shallow`` params (checkpoints written before pooling was a param used ``avg``).
+
+    Raises:
+        ValueError: if the checkpoint holds no shallow CNN convolution weights.
+    """
+    state = ckpt["model"]
+    convs = sorted(
+        (k for k in state if re.fullmatch(r"features\.block\d+\.conv\.weight", k)),
+        key=lambda k: int(k.split(".")[1][5:]),
+    )
+    if not convs:
+        raise ValueError("no shallow CNN convolution weights in the checkpoint")
+    cfg = (ckpt.get("config") or {}).get("shallow") or {}
+    model = ShallowCNN(
+        ShallowConfig(
+            channels=tuple(int(state[k].shape[0]) for k in convs),
+            dropout=float(cfg.get("dropout") or 0.0),
+            pooling=cfg.get("pooling", "avg"),
+        ),
+        num_classes=int(state["classifier.weight"].shape[0]),
+        in_channels=int(state[convs[0]].shape[1]),
+    )
+    model.load_state_dict(state)
+    model.eval()
+    return model

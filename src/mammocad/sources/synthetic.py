@@ -511,7 +511,7 @@ def _draw_lesion(
     if kind == "mass":
         a = _choice(rng, _MASS_SHAPES[look])
         b = _choice(rng, _MASS_MARGINS[look])
-        radius = height * math.exp(rng.uniform(math.log(0.015), math.log(0.06)))
+        radius = height * math.exp(rng.uniform(math.log(0.022), math.log(0.07)))
         if rng.random() < _ELONGATED:
             a, elongation = "OVAL", rng.uniform(3.4, 4.2)
         elif a == "ROUND":
