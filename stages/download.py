@@ -16,6 +16,8 @@ log = logging.getLogger("stages.download")
 PATH_KEYS = (
     "download_dir",
     "cbis_ddsm.csv_dir",
+    "cbis_ddsm.root",
+    "cbis_ddsm.manifest",
     "mias.archive",
     "ddsm.root",
     "local.root",
@@ -40,6 +42,12 @@ def check_paths(cfg: DataConfig, raw: Path) -> None:
             raise ParamsError(
                 f"params.yaml: data.{key} ({value}) lies inside {raw}, which download "
                 "replaces; point it elsewhere"
+            )
+        if key == "cbis_ddsm.root" and is_inside(path, raw):
+            # The folder would be read while its own copy in data/raw is being replaced.
+            raise ParamsError(
+                f"params.yaml: data.{key} ({value}) contains {raw}; point it at the "
+                "retriever's download folder"
             )
 
 

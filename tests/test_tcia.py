@@ -8,6 +8,7 @@ series list. Timeouts and backoff are tiny, so every test runs in about a second
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -541,3 +542,30 @@ def test_download_stage_resumes_from_download_dir(nbia: EmulatedNbia, tmp_path: 
     result = convert_dataset(tmp_path / "raw", tmp_path / "conv", workers=1)
     assert set(result.manifest["dataset"]) == {"cbis-ddsm"}
     assert result.metrics["skipped_items"] == 0
+
+
+def test_manifest_fetches_exactly_its_series(nbia, tmp_path):
+    # One patient's full images only: its ROI series are not in the manifest.
+    chosen = [
+        u for u in uids(nbia, patient=2) if not nbia.series[u].record["PatientID"][-1].isdigit()
+    ]
+    manifest = tmp_path / "basket.tcia"
+    manifest.write_text(
+        "\ufeffdownloadServerUrl=https://example.org/\nmanifestVersion=3.0\n"
+        "ListOfSeriesToDownload=\n" + "\n".join([*chosen, "1.2.840.99999"]) + "\n\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    summary = fetch_cbis_ddsm(out, config(nbia, manifest=str(manifest)))
+    assert nbia.requested_series() == set(chosen)
+    assert (
+        summary["series_fetched"] == len(chosen) and summary["manifest_series"] == len(chosen) + 1
+    )
+    assert [f["series_uid"] for f in summary["failed"]] == ["1.2.840.99999"]
+    assert "not in the series list" in summary["failed"][0]["reason"]
+    # The case descriptions keep the rows whose full image the manifest lists.
+    for name in CSV_NAMES:
+        with open(out / "csv" / name) as fh:
+            rows = list(csv.DictReader(fh))
+        assert {patient_number(r["patient_id"]) for r in rows} <= {2}
+    assert sum(summary["csv_rows"].values()) > 0

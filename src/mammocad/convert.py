@@ -92,6 +92,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 SKIPPED_COLUMNS: tuple[str, ...] = ("file", "image_id", "reason")
 
 UNREFERENCED = "not referenced by any case-description row"
+#: A source's list of series the case descriptions name but it could not provide.
+MISSING_SERIES = "missing_series.csv"
 
 #: Reason prefix → category, for the metrics; first match wins.
 REASON_CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -506,10 +508,37 @@ def _frame(rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
+def missing_reasons(raw_dir: Path) -> dict[str, str]:
+    """Why a source lacks series the case descriptions name: ``missing_series.csv`` of the
+    raw folder (or of each combined source's subfolder), SeriesInstanceUID → reason."""
+    reasons: dict[str, str] = {}
+    for path in sorted([*raw_dir.glob(MISSING_SERIES), *raw_dir.glob(f"*/{MISSING_SERIES}")]):
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            reasons.update(zip(frame["series_uid"], frame["reason"], strict=True))
+        except (OSError, ValueError, KeyError) as err:
+            log.warning(
+                "%s is unreadable (%s); missing series are reported without reasons", path, err
+            )
+    return reasons
+
+
+def _not_found(uid: str, reasons: dict[str, str]) -> str:
+    reason = f"series {uid} not found under raw"
+    return f"{reason} ({reasons[uid]})" if reasons.get(uid) else reason
+
+
 def _plan(
-    table: pd.DataFrame, index: DicomIndex, raw_dir: Path, out_dir: Path
+    table: pd.DataFrame,
+    index: DicomIndex,
+    raw_dir: Path,
+    out_dir: Path,
+    reasons: dict[str, str] | None = None,
 ) -> tuple[list[_ImageTask], list[dict[str, str]], int, int, int]:
     """Groups CSV rows per full image.
+
+    ``reasons`` (SeriesInstanceUID → why the source lacks it) completes the reason of
+    series not found.
 
     Returns:
         Tasks, up-front skips, full-image items, ROI items, and findings without any ROI
@@ -534,7 +563,7 @@ def _plan(
         n_roi += len(roi_rows)
         full_files = index.series.get(full_uid)
         if not full_files:
-            reason = f"series {full_uid} not found under raw"
+            reason = _not_found(full_uid, reasons or {})
             skipped.append(
                 {
                     "file": rows["image_file_path"].iloc[0],
@@ -561,7 +590,7 @@ def _plan(
                 (crop_uid, row["cropped_image_file_path"]),
             ):
                 if uid and not index.series.get(uid):
-                    missing_reason, missing_file = f"series {uid} not found under raw", path
+                    missing_reason, missing_file = _not_found(uid, reasons or {}), path
                     break
             rois.append(
                 _RoiTask(
@@ -701,7 +730,9 @@ def convert_dataset(
 
     partial = _open_partial(out_dir, _fingerprint(table, index))
     done = _read_journal(partial)
-    tasks, item_skips, n_full, n_roi, n_image_level = _plan(table, index, raw_dir, partial)
+    tasks, item_skips, n_full, n_roi, n_image_level = _plan(
+        table, index, raw_dir, partial, missing_reasons(raw_dir)
+    )
     if n_image_level:
         log.info(
             "%d findings have no ROI (no mask or box): kept as image-level labels of their "

@@ -225,6 +225,19 @@ def _header(ds: Dataset) -> HeaderInfo:
         raise SkipImage(f"unreadable DICOM header: {_one_line(exc)}") from None
 
 
+def read_header_dataset(path: str | os.PathLike) -> tuple[HeaderInfo, Dataset]:
+    """Reads the header of a DICOM file without its pixel data, with the dataset itself.
+
+    For callers that must look at more than :class:`HeaderInfo` holds (e.g. whether the
+    file carries identifying fields, :func:`mammocad.deid.identifying_fields`).
+
+    Raises:
+        SkipImage: as :func:`read_header`.
+    """
+    ds = _dcmread(path, stop_before_pixels=True)
+    return _header(ds), ds
+
+
 def read_header(path: str | os.PathLike) -> HeaderInfo:
     """Reads the header of a DICOM file without its pixel data.
 

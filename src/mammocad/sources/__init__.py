@@ -34,6 +34,7 @@ from mammocad.sources.ddsm import DdsmConfig, fetch_ddsm
 from mammocad.sources.layout import COLUMNS
 from mammocad.sources.local import LocalConfig, fetch_local
 from mammocad.sources.mias import MiasConfig, fetch_mias
+from mammocad.sources.retriever import fetch_from_root
 from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
 from mammocad.sources.tcia import TciaConfig, fetch_cbis_ddsm
 
@@ -110,6 +111,9 @@ def _synthetic(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[
 
 @SOURCES.register("cbis-ddsm")
 def _cbis_ddsm(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
+    if cfg.cbis_ddsm.root:
+        # A copy already on disk: nothing is fetched from the image API.
+        return fetch_from_root(out_dir, cfg.cbis_ddsm, Path(cfg.download_dir), workers)
     cache = Path(cfg.download_dir) / "cbis-ddsm"
     summary = fetch_cbis_ddsm(cache, cfg.cbis_ddsm, seed, workers)
     counts = {"files_deidentified": 0}

@@ -41,6 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import pydicom
 
 from mammocad.io import write_csv
 from mammocad.parallel import imap
@@ -1229,3 +1230,98 @@ def _normal_row(common: dict[str, Any]) -> dict[str, Any]:
         "cropped image file path": "",
         "ROI mask file path": "",
     }
+
+
+#: Columns of the NBIA Data Retriever's ``metadata.csv`` (recent versions).
+RETRIEVER_METADATA_COLUMNS: tuple[str, ...] = (
+    "Series UID", "Collection", "3rd Party Analysis", "Data Description URI", "Subject ID",
+    "Study UID", "Study Description", "Study Date", "Series Description", "Manufacturer",
+    "Modality", "SOP Class Name", "SOP Class UID", "Number of Images", "File Size",
+    "File Location", "Download Timestamp",
+)  # fmt: skip
+#: The four official case-description files (the synthetic ``normal_*`` ones are extras).
+_OFFICIAL_CSVS = tuple(
+    f"{kind}_case_description_{split}_set.csv"
+    for kind in ("mass", "calc")
+    for split in ("train", "test")
+)
+
+
+def write_retriever_download(
+    dest: Path,
+    cfg: SyntheticConfig,
+    seed: int,
+    workers: int = 0,
+    csv_dir: Path | None = None,
+    tcia_headers: bool = True,
+) -> dict[str, Any]:
+    """Writes a synthetic CBIS-DDSM as the NBIA Data Retriever leaves a download on disk.
+
+    ``dest/CBIS-DDSM/<Subject ID>/<study>/<series>/1-N.dcm`` and ``dest/metadata.csv``
+    (retriever columns, ``File Location`` relative, starting ``./``), for trying and testing
+    ``data.cbis_ddsm.root`` without the real 164 GB. The four official case-description
+    CSVs go to ``csv_dir`` (default ``dest/csv``); the synthetic ``normal_*`` files are
+    dropped, as the real collection has no normal images, so normal breasts' series are
+    extra series a reader must ignore (use ``normal_fraction: 0`` to have none).
+
+    Args:
+        dest: an empty or absent folder.
+        cfg: the synthetic data set's settings.
+        seed: its seed.
+        workers: processes (0 = every core).
+        csv_dir: where the case descriptions go.
+        tcia_headers: give every file the identifying fields TCIA's files carry
+            (``PatientName`` = the subject id, ``StudyID`` = ``DDSM``, a private ``CTP``
+            block), which reading such a folder must remove.
+
+    Returns:
+        The synthetic source's summary.
+    """
+    dest = Path(dest)
+    summary = generate_synthetic(dest, cfg, seed=seed, workers=workers)
+    target = Path(csv_dir) if csv_dir is not None else dest / "csv"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted((dest / "csv").glob("*.csv")):
+        if path.name in _OFFICIAL_CSVS:
+            path.replace(target / path.name)
+        else:
+            path.unlink()
+    if target != dest / "csv":
+        (dest / "csv").rmdir()
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted((dest / "CBIS-DDSM").rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        if tcia_headers:
+            ds.PatientName = ds.PatientID
+            ds.StudyID = "DDSM"
+            block = ds.private_block(0x0013, "CTP", create=True)
+            block.add_new(0x10, "LO", "CBIS-DDSM")
+            ds.save_as(path, enforce_file_format=True)
+        folder = path.parent.relative_to(dest).as_posix()
+        row = rows.setdefault(
+            str(ds.SeriesInstanceUID),
+            {
+                "Series UID": str(ds.SeriesInstanceUID),
+                "Collection": "CBIS-DDSM",
+                "3rd Party Analysis": "NO",
+                "Data Description URI": "",
+                "Subject ID": str(ds.PatientID),
+                "Study UID": str(ds.StudyInstanceUID),
+                "Study Description": "",
+                "Study Date": str(ds.get("StudyDate", "")),
+                "Series Description": str(ds.SeriesDescription),
+                "Manufacturer": "",
+                "Modality": str(ds.Modality),
+                "SOP Class Name": "Secondary Capture Image Storage",
+                "SOP Class UID": str(ds.SOPClassUID),
+                "Number of Images": 0,
+                "File Size": 0,
+                "File Location": f"./{folder}",
+                "Download Timestamp": "",
+            },
+        )
+        row["Number of Images"] += 1
+        row["File Size"] += path.stat().st_size
+    frame = pd.DataFrame(list(rows.values()), columns=list(RETRIEVER_METADATA_COLUMNS))
+    write_csv(dest / "metadata.csv", frame)
+    return summary

@@ -69,6 +69,7 @@ from mammocad import __version__
 from mammocad.errors import ExpectedError, InputNotFound
 from mammocad.io import atomic_file, write_json
 from mammocad.progress import progress
+from mammocad.sources.tcia_manifest import read_tcia_manifest
 
 try:  # advisory lock against two downloads into one folder (POSIX only)
     import fcntl
@@ -138,6 +139,10 @@ class TciaConfig:
             lacks the endpoint (HTTP 404/405/501) fall back to ``getImage``.
         backoff_s: first wait before a retry; it doubles with every attempt.
         backoff_max_s: longest wait between attempts.
+        root: an existing NBIA Data Retriever download to read instead of the image API
+            (see :mod:`mammocad.sources.retriever`); empty to download.
+        manifest: a ``.tcia`` manifest; when set the API download fetches exactly the
+            series it lists (see :mod:`mammocad.sources.tcia_manifest`).
     """
 
     base_url: str = NBIA_V4_URL
@@ -152,6 +157,8 @@ class TciaConfig:
     md5: bool = True
     backoff_s: float = 2.0
     backoff_max_s: float = 120.0
+    root: str = ""
+    manifest: str = ""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -173,6 +180,16 @@ class TciaConfig:
             raise ValueError(f"TciaConfig.timeout_s must be > 0, got {self.timeout_s!r}")
         if self.backoff_s < 0 or self.backoff_max_s < 0:
             raise ValueError("TciaConfig.backoff_s and backoff_max_s must be >= 0")
+        if self.manifest and self.root:
+            raise ValueError(
+                "TciaConfig.manifest selects series to download and root reads a copy on "
+                "disk: set one of them"
+            )
+        if self.manifest and (self.abnormality != "all" or self.max_patients):
+            raise ValueError(
+                "TciaConfig.manifest lists exactly the series to fetch: leave abnormality "
+                "(all) and max_patients (0) at their defaults"
+            )
         if not self.csv_dir:
             names = {_url_name(u) for u in self.csv_urls}
             for name in CSV_NAMES:
@@ -857,12 +874,17 @@ def _check_csv_header(head: bytes, where: str) -> None:
 
 
 def _write_csvs(
-    sources: dict[str, Path], csv_out: Path, abnormality: str, patients: set[int] | None
+    sources: dict[str, Path],
+    csv_out: Path,
+    abnormality: str,
+    patients: set[int] | None,
+    series: set[str] | None = None,
 ) -> dict[str, int]:
     """Writes the case descriptions, cut to the chosen abnormality type and patients.
 
     With no filter the files are copied byte for byte; else rows are kept whole (quotes,
-    embedded newlines and stray spaces included).
+    embedded newlines and stray spaces included). ``series`` (a manifest's) keeps the rows
+    whose full-image series it lists.
     """
     counts: dict[str, int] = {}
     for name, src in sources.items():
@@ -872,12 +894,14 @@ def _write_csvs(
         with open(src, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
         header, body = rows[0], rows[1:]
-        if abnormality == "all" and patients is None:
+        if abnormality == "all" and patients is None and series is None:
             with open(src, "rb") as fin, atomic_file(csv_out / name, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
             counts[name] = len(body)
             continue
-        column = [c.strip().lower() for c in header].index("patient_id")
+        names = [c.strip().lower() for c in header]
+        column = names.index("patient_id")
+        image = names.index("image file path") if "image file path" in names else -1
         keep = [
             row
             for row in body
@@ -885,6 +909,7 @@ def _write_csvs(
             and (
                 patients is None or (len(row) > column and patient_number(row[column]) in patients)
             )
+            and (series is None or (len(row) > image >= 0 and _image_series(row[image]) in series))
         ]
         with atomic_file(csv_out / name, "w") as fout:
             writer = csv.writer(fout, lineterminator="\n")
@@ -892,6 +917,12 @@ def _write_csvs(
             writer.writerows(keep)
         counts[name] = len(keep)
     return counts
+
+
+def _image_series(path: str) -> str:
+    """The SeriesInstanceUID of a case-description path (its third component)."""
+    parts = [p for p in path.strip().replace("\\", "/").split("/") if p]
+    return parts[2] if len(parts) > 2 else ""
 
 
 # --------------------------------------------------------------------------------------
@@ -907,7 +938,9 @@ def fetch_cbis_ddsm(
     ``abnormality`` or ``max_patients`` narrow the choice) and
     ``<collection>/<PatientID>/<study>/<series>/`` DICOM folders; ``.tcia/`` holds the
     resume state. Rerunning on the same ``out_dir`` fetches only what is missing. Nothing
-    is created when the series list cannot be had.
+    is created when the series list cannot be had. With ``cfg.manifest`` exactly the
+    manifest's series are fetched (those the collection lacks are reported as failed) and
+    the case descriptions are cut to the rows whose full image it lists.
 
     Args:
         out_dir: the raw-data folder; keep it between runs to resume.
@@ -938,6 +971,16 @@ def fetch_cbis_ddsm(
                 )
     client = _Client(cfg)
     records = client.list_series()
+    listed: list[str] = []
+    if cfg.manifest:
+        listed = read_tcia_manifest(cfg.manifest)
+        wanted = set(listed)
+        records = [r for r in records if str(r["SeriesInstanceUID"]) in wanted]
+        if not records:
+            raise TciaError(
+                f"none of the {len(listed)} series of {cfg.manifest} is in collection "
+                f"{cfg.collection} at {cfg.base_url}: is it a manifest of this collection?"
+            )
     chosen = select_series(records, cfg.abnormality, cfg.max_patients)
     if not chosen:
         raise TciaError(
@@ -946,7 +989,17 @@ def fetch_cbis_ddsm(
         )
     series = plan_series(chosen, cfg.collection)
     numbers = {patient_number(s.patient_id) for s in series}
-    filtered = cfg.abnormality != "all" or cfg.max_patients > 0
+    filtered = cfg.abnormality != "all" or cfg.max_patients > 0 or bool(cfg.manifest)
+    unlisted = sorted(set(listed) - {s.uid for s in series})
+    if unlisted:
+        log.warning(
+            "%d of the %d series of %s are not in the collection's series list (e.g. %s); "
+            "they are reported as failed",
+            len(unlisted),
+            len(listed),
+            cfg.manifest,
+            unlisted[0],
+        )
     log.info(
         "%s: %d of %d series chosen (%d patients, abnormality=%s, max_patients=%d)",
         cfg.collection,
@@ -961,21 +1014,35 @@ def fetch_cbis_ddsm(
     with _exclusive(work):
         sources = client.case_csvs(work)
         patients = {n for n in numbers if n is not None} if cfg.max_patients else None
-        csv_rows = _write_csvs(sources, out_dir / "csv", cfg.abnormality, patients)
+        csv_rows = _write_csvs(
+            sources,
+            out_dir / "csv",
+            cfg.abnormality,
+            patients,
+            {s.uid for s in series} if cfg.manifest else None,
+        )
         if filtered:
             log.info("case descriptions cut to the chosen series: %s", csv_rows)
         state = _State(work / STATE_NAME)
         outcomes, present = _download(client, series, out_dir, work, state)
 
     fetched = [o for o in outcomes if not o.error]
-    failed = [o for o in outcomes if o.error]
+    failed = [o for o in outcomes if o.error] + [
+        _Outcome(
+            SeriesInfo(uid, "", None, None, ""),
+            error=f"listed in {cfg.manifest} but not in the series list of {cfg.collection}",
+        )
+        for uid in unlisted
+    ]
     summary: dict[str, Any] = {
         "collection": cfg.collection,
         "base_url": cfg.base_url,
         "abnormality": cfg.abnormality,
         "max_patients": cfg.max_patients,
+        "manifest": cfg.manifest,
+        "manifest_series": len(listed),
         "patients": len(numbers),
-        "series_expected": len(series),
+        "series_expected": len(series) + len(unlisted),
         "series_fetched": len(fetched),
         "series_present": len(present),
         "series_verified": len(fetched) + len(present),
