@@ -337,3 +337,16 @@ def test_normalised_shares_images_and_changes_only_scaling(tmp_path):
     assert norm.images is raw.images
     assert float(raw[0][0].max()) == 1.0
     assert float(norm[0][0].max()) == 2.0  # (1 - 0.5) / 0.25
+
+
+def test_max_batches_caps_the_steps_of_each_epoch(data):
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, patience=0, threads=1, max_batches=2)
+    result = fit(_model(), data["train"], data["val"], cfg, seed=0)
+    assert len(data["train"]) > 16
+    # accuracy over the images actually trained on: 2 batches of 8 per epoch
+    for record in result.history:
+        assert abs(record["train_acc"] * 16 - round(record["train_acc"] * 16)) < 1e-9
+    full = fit(_model(), data["train"], data["val"], CFG, seed=0)
+    assert _without_time(result.history) != _without_time(full.history)
+    with pytest.raises(ValueError, match="max_batches"):
+        TrainConfig(max_batches=-1)

@@ -21,6 +21,7 @@ a GPU reproduce the plain float32 CPU loop bit for bit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -79,6 +80,9 @@ class TrainConfig:
             GPUs only). Weights and the optimiser stay in float32.
         channels_last: hold the model's weights and each batch in NHWC memory layout,
             which GPU tensor cores and oneDNN convolutions run faster on.
+        max_batches: optimisation steps per epoch at most (``0``: the whole training set);
+            each epoch then trains on the first batches of its own shuffle, a budget for
+            models too slow for full epochs on the machine at hand.
     """
 
     epochs: int = 10
@@ -93,6 +97,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
+    max_batches: int = 0
 
     def __post_init__(self) -> None:
         """Rejects values that cannot describe a training run, naming the field."""
@@ -107,6 +112,7 @@ class TrainConfig:
             "threads": self.threads >= 0,
             "device": self.device in DEVICES,
             "mixed_precision": self.mixed_precision in PRECISIONS,
+            "max_batches": self.max_batches >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -517,6 +523,9 @@ def _fit(
             epoch_batches = batches(train_set, batch, drop_last=drop_last, order=order)
         else:
             epoch_batches = batches(train_set, batch, True, generator, drop_last)
+        if cfg.max_batches:
+            # a seeded sample of the epoch: the first batches of a fresh shuffle
+            epoch_batches = itertools.islice(epoch_batches, cfg.max_batches)
         steps_start = time.perf_counter()
         for x, y in epoch_batches:
             x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
