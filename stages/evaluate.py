@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -16,6 +15,7 @@ from mammocad.experiment import (
 from mammocad.io import write_json
 from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_curve
+from mammocad.timing import read_metrics, write_metrics
 from mammocad.tracking import log_run
 from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
@@ -46,10 +46,10 @@ def main(backbone: str) -> None:
     result = evaluate_model(model, sets["val"], sets["test"], cfg, seed, checkpoint=ckpt_path)
     curves = result.pop("curves")
     predictions = result.pop("predictions")
-    train_info = json.loads((ROOT / f"metrics/train/{backbone}.json").read_text())
+    train_info = read_metrics(ROOT / f"metrics/train/{backbone}.json", ROOT)
     result["init"] = train_info["init"]
     result["best_epoch"] = train_info["best_epoch"]
-    write_json(ROOT / f"metrics/eval/{backbone}.json", result)
+    write_metrics(ROOT / f"metrics/eval/{backbone}.json", result, ROOT)
     write_curve(ROOT / f"metrics/curves/roc/{backbone}.csv", curves["roc"], "fpr", "tpr", backbone)
     write_curve(
         ROOT / f"metrics/curves/pr/{backbone}.csv", curves["pr"], "recall", "precision", backbone

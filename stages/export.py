@@ -8,7 +8,7 @@ import sys
 
 from mammocad.experiment import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
-from mammocad.io import write_json
+from mammocad.timing import write_metrics
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.export")
@@ -36,7 +36,7 @@ def main(backbone: str) -> None:
         seed=seed,
         checkpoint_path=ckpt_path,
     )
-    write_json(ROOT / f"metrics/export/{backbone}.json", record)
+    write_metrics(ROOT / f"metrics/export/{backbone}.json", record, ROOT)
     log.info(
         "%s: int8 %.2fx faster than eager PyTorch, accuracy %s -> %s, agreement %.3f",
         backbone,

@@ -19,9 +19,9 @@ from mammocad.experiment import (
     save_trained,
     train_backbone,
 )
-from mammocad.io import write_json
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
+from mammocad.timing import write_metrics
 from stages.common import ROOT, load_params, run_stage, scalar, section, start, training_device
 
 log = logging.getLogger("stages.finetune")
@@ -57,9 +57,10 @@ def main(backbone: str) -> None:
     }
     save_trained(ROOT / f"models/{backbone}.pt", trained, config)
     write_history(ROOT / f"metrics/history/{backbone}.csv", trained.fit.history)
-    write_json(
+    write_metrics(
         ROOT / f"metrics/train/{backbone}.json",
         {**trained.info, "config": config, "history": trained.fit.history},
+        ROOT,
     )
     log.info(
         "%s: best epoch %d of %d (init %s), val AUC %s, %.1f images/s on %s",

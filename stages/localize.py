@@ -26,6 +26,7 @@ from mammocad.system import (
     load_shallow,
     shallow_probabilities,
 )
+from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
 from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
@@ -88,7 +89,7 @@ def main() -> None:
              "chance_dice"]
         ],
     )  # fmt: skip
-    write_json(ROOT / "metrics/system.json", system.metrics)
+    write_metrics(ROOT / "metrics/system.json", system.metrics, ROOT)
     write_csv(ROOT / "data/localize/system_images.csv", system.images)
     curves = []
     for name, curve in system.frocs.items():

@@ -21,6 +21,7 @@ from mammocad.report import (
     to_markdown,
     transfer_gains,
 )
+from mammocad.timing import read_metrics, write_metrics
 from stages.common import ROOT, load_params, run_stage, scalar, start
 
 log = logging.getLogger("stages.report")
@@ -33,7 +34,7 @@ def _per_backbone(folder: str, stage: str, backbones: list[str]) -> dict[str, di
         path = ROOT / f"metrics/{folder}/{name}.json"
         if not path.is_file():
             raise SystemExit(f"report: {path} not found (run {stage}@{name})")
-        out[name] = json.loads(path.read_text())
+        out[name] = read_metrics(path, ROOT)
     return out
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     localize_path = ROOT / "metrics/localize.json"
     localize = json.loads(localize_path.read_text()) if localize_path.is_file() else None
     system_path = ROOT / "metrics/system.json"
-    system = json.loads(system_path.read_text()) if system_path.is_file() else None
+    system = read_metrics(system_path, ROOT) if system_path.is_file() else None
     table = build_table(evals)
     write_csv(ROOT / "reports/table1.csv", table)
     source = (params.get("data") or {}).get("source", "?")
@@ -84,7 +85,7 @@ def main() -> None:
 
     exported = (params.get("export") or {}).get("backbones") or []
     exports = _per_backbone("export", "export", exported)
-    write_json(ROOT / "metrics/export.json", exports)
+    write_metrics(ROOT / "metrics/export.json", exports, ROOT)
     deployment = deployment_table(exports)
     write_csv(ROOT / "reports/deployment.csv", deployment)
     with atomic_file(ROOT / "reports/deployment.md") as fh:

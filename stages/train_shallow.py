@@ -20,9 +20,9 @@ from mammocad.experiment import (
     save_trained,
     train_shallow,
 )
-from mammocad.io import write_json
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_curve, write_history
+from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
 from stages.common import (
     ROOT,
@@ -72,7 +72,7 @@ def main() -> None:
     write_history(ROOT / f"metrics/history/{SHALLOW}.csv", trained.fit.history)
     write_curve(ROOT / f"metrics/curves/roc/{SHALLOW}.csv", curves["roc"], "fpr", "tpr", SHALLOW)
     metrics = {"train": trained.info, **result}
-    write_json(ROOT / f"metrics/{SHALLOW}.json", metrics)
+    write_metrics(ROOT / f"metrics/{SHALLOW}.json", metrics, ROOT)
     uri, experiment = mlflow_settings(params)
     log_run(
         uri,

@@ -358,3 +358,70 @@ def test_output_names_disambiguate_clashing_stems():
         "a",
         "a-2",
     ]
+
+
+# --------------------------------------------------------------------------- memory, weak maps
+
+
+@pytest.mark.parametrize(
+    ("backbone", "init"),
+    [("mobilenet_v1", "bundled-int8"), ("mobilenet_v1", "scratch"), ("mobilenet_v2", "scratch")],
+)
+def test_striped_cam_matches_the_whole_pass(backbone, init):
+    """Stripes with a halo give the whole pass's heatmap, with a stripe's memory."""
+    from mammocad.localize import backbone_heatmap
+    from mammocad.models.backbones import build_architecture, get_module
+
+    torch.manual_seed(0)
+    model = build_architecture(backbone, init).eval()
+    with torch.no_grad():  # a map with structure, not a constant
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 2)
+        get_module(model, get_spec(backbone).classifier).weight.mul_(20)
+    spec = get_spec(backbone)
+    image = _mammogram(1088, 320, seed=3)
+    common = dict(breast=np.ones(image.shape, bool), input_size=224)
+    whole = backbone_heatmap(model, backbone, image, 224.0, spec.mean, spec.std, **common)
+    striped = backbone_heatmap(
+        model, backbone, image, 224.0, spec.mean, spec.std, tile_pixels=320 * 96, **common
+    )
+    assert whole.working_shape == striped.working_shape == (1088, 320)
+    assert float(whole.values.std()) > 1e-3
+    np.testing.assert_allclose(striped.values, whole.values, atol=1e-4)
+    np.testing.assert_allclose(striped.logits, whole.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_weak_heatmap_still_shows_the_strongest_region(models, tmp_path):
+    """Nothing passes the threshold: the JSON and the overlay say so and show the best."""
+    image = _mammogram()
+    cv2.imwrite(str(tmp_path / "m.png"), image)
+    predictor = Predictor(
+        models / f"{BACKBONE}.pt",
+        None,
+        EnhanceConfig(),
+        PatchesConfig(),
+        patch_px=PATCH_PX / 4,
+        threshold=0.9,  # above the flat map's σ(1)
+    )
+    prediction = predictor.predict(tmp_path / "m.png")
+    result = prediction.result
+    assert result["passed_threshold"] is False and result["regions"] == []
+    weak = result["strongest_below_threshold"]
+    assert weak["peak"] == pytest.approx(REGION_PROB, abs=1e-5)
+    assert 0 <= weak["malignancy_probability"] <= 1
+    predictor.write_overlay(prediction, tmp_path / "o.png")
+    overlay = cv2.imread(str(tmp_path / "o.png"))
+    h, w = image.shape
+    assert overlay.shape[0] == h and overlay.shape[1] > w  # the colour scale at the right
+    scale = overlay[h // 4 : 3 * h // 4, w:]
+    assert (scale[..., 2] > 200).any() and (scale[..., 0] > 200).any()  # red and blue ends
+    # the note on a darkened strip at the top, in yellow (BGR 0, 255, 255)
+    top = overlay[:20, :w].reshape(-1, 3).astype(int)
+    assert ((top[:, 1] > 200) & (top[:, 2] > 200) & (top[:, 0] < 80)).any()
+    passing = Predictor(
+        models / f"{BACKBONE}.pt", None, EnhanceConfig(), PatchesConfig(), PATCH_PX / 4
+    ).predict(tmp_path / "m.png")
+    assert passing.result["passed_threshold"] is True
+    assert passing.result["strongest_below_threshold"] is None

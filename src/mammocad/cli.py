@@ -354,7 +354,13 @@ def _summary(path: Path, result: dict[str, Any], json_path: Path) -> str:
             f"({len(result['regions'])} region(s))"
         )
     else:
-        parts.append("no region above the threshold")
+        weak = result.get("strongest_below_threshold")
+        parts.append(
+            f"no region reached the threshold {result['threshold']:.2f} (strongest: peak "
+            f"{weak['peak']:.3f} at {weak['bbox']})"
+            if weak
+            else "no region reached the threshold"
+        )
     return f"{path}: {', '.join(parts)} -> {json_path}"
 
 

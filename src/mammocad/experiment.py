@@ -39,6 +39,7 @@ from mammocad.models.backbones import (
 )
 from mammocad.models.data import ImageSet, label_cancerous, label_malignant
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
+from mammocad.timing import split_timing
 from mammocad.train import FitResult, TrainConfig, fit, predict_proba
 
 log = logging.getLogger(__name__)
@@ -412,7 +413,8 @@ def save_trained(path: Path, trained: TrainedModel, config: dict[str, Any]) -> N
         trained.info["backbone"],
         config,
         trained.fit.best_epoch,
-        {k: v for k, v in trained.info.items() if k not in ("best", "input")},
+        # without timings: identical weights must give an identical file (DVC hashes it)
+        split_timing({k: v for k, v in trained.info.items() if k not in ("best", "input")})[0],
     )
 
 

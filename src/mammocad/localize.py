@@ -87,6 +87,10 @@ MIN_WORKING_SIDE = 64
 #: Pixels of the rescaled image above which the scale is reduced (with a warning): a full
 #: mammogram with small training crops would otherwise need tens of megapixels of memory.
 DEFAULT_MAX_PIXELS = 12_000_000
+#: Rows of context (in rescaled pixels) above and below each stripe of a striped CAM pass:
+#: more than half the receptive field of MobileNet-v1's last layer (315 px) and of
+#: MobileNet-v2's, so that a stripe's own feature rows see what they see in a whole pass.
+DEFAULT_HALO = 256
 
 
 # --------------------------------------------------------------------------- activation maps
@@ -243,6 +247,80 @@ def activation_map(
     return ActivationMap(
         prob.astype(np.float32), cam, logits[0].detach().float().numpy(), "gradcam"
     )
+
+
+def _striped_cam(
+    model: nn.Module,
+    work: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    target_layer: nn.Module,
+    classifier: nn.Module | None,
+    tile_pixels: int,
+    halo: int = DEFAULT_HALO,
+    target_class: int = 1,
+) -> ActivationMap:
+    """CAM of a rescaled image computed stripe by stripe, with the memory of one stripe.
+
+    A whole 12-megapixel pass holds about 2 GB of activations at once (MobileNet's
+    64-channel maps at half resolution). The network is fully convolutional up to the
+    target layer, so each feature row depends only on the input rows of its receptive
+    field: running horizontal stripes with ``halo`` rows of real context on either side
+    and keeping each stripe's own feature rows gives the whole pass's feature map (to
+    float rounding) when the halo covers the receptive field's half-width. Stripes start
+    on multiples of :data:`STRIDE_ALIGN`, so the padding pattern of every strided layer is
+    the whole pass's. The whole image's logits follow from the assembled map: for a global
+    average pooling + linear head, the mean CAM is the logit (:func:`_cam` checks it).
+
+    Args:
+        model: the network (its head must be global average pooling + one linear layer).
+        work: the rescaled 2-D image, sides multiples of :data:`STRIDE_ALIGN`.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation standard deviation.
+        target_layer: the module whose feature maps are weighted.
+        classifier: the final linear layer.
+        tile_pixels: most rescaled pixels of a stripe without its halo.
+        halo: rows of context either side, rounded up to :data:`STRIDE_ALIGN`.
+        target_class: the class mapped (1: malignant).
+
+    Returns:
+        The :class:`ActivationMap` (method ``cam``).
+    """
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError("CAM needs the classifier layer")
+    h, w = work.shape
+    step = max(STRIDE_ALIGN, (tile_pixels // max(w, 1)) // STRIDE_ALIGN * STRIDE_ALIGN)
+    halo = -(-int(halo) // STRIDE_ALIGN) * STRIDE_ALIGN
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        captured["a"] = output
+
+    parts = []
+    handle = target_layer.register_forward_hook(keep)
+    try:
+        with _inference_state(model, freeze=False), torch.no_grad():
+            for top in range(0, h, step):
+                bottom = min(h, top + step)
+                lo, hi = max(0, top - halo), min(h, bottom + halo)
+                x = to_input(work[lo:hi], mean, std).contiguous(memory_format=torch.channels_last)
+                model(x)
+                feats = captured.pop("a")
+                stride = (hi - lo) / feats.shape[2]
+                if stride != STRIDE_ALIGN:
+                    raise ValueError(
+                        f"striped CAM needs a feature stride of {STRIDE_ALIGN}, got {stride}"
+                    )
+                first, last = (top - lo) // STRIDE_ALIGN, (bottom - lo) // STRIDE_ALIGN
+                parts.append(feats[:, :, first:last].float())
+                del x, feats
+            feats = torch.cat(parts, dim=2)
+            del parts
+            logits = classifier(feats.mean(dim=(2, 3)))
+    finally:
+        handle.remove()
+    prob, score = _cam(feats, logits, classifier, target_class)
+    return ActivationMap(prob, score, logits[0].float().numpy(), "cam")
 
 
 # --------------------------------------------------------------------------- images
@@ -425,6 +503,8 @@ def compute_heatmap(
     method: Method = "cam",
     breast: np.ndarray | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    tile_pixels: int | None = None,
+    halo: int = DEFAULT_HALO,
 ) -> Heatmap:
     """The malignancy heatmap of a whole mammogram with explicit layers (paper §3).
 
@@ -443,6 +523,11 @@ def compute_heatmap(
         method: ``cam`` or ``gradcam`` (used as given).
         breast: boolean breast mask of the image's shape; computed when ``None``.
         max_pixels: cap on the rescaled image's pixels (see :func:`working_shape`).
+        tile_pixels: for CAM, run the network on horizontal stripes of at most about this
+            many rescaled pixels each (plus ``halo`` rows either side) instead of the whole
+            image at once, which bounds the memory of the pass (see :func:`_striped_cam`);
+            ``None`` runs it whole.
+        halo: rescaled rows of context above and below each stripe.
 
     Returns:
         The :class:`Heatmap`.
@@ -451,8 +536,13 @@ def compute_heatmap(
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
     h, w = image.shape
     wh, ww = working_shape((h, w), scale, max_pixels)
-    x = to_input(resize(image, wh, ww), mean, std).contiguous(memory_format=torch.channels_last)
-    amap = activation_map(model, x, target_layer, classifier, method)
+    work = resize(image, wh, ww)
+    if method == "cam" and tile_pixels and wh * ww > tile_pixels:
+        amap = _striped_cam(model, work, mean, std, target_layer, classifier, tile_pixels, halo)
+    else:
+        x = to_input(work, mean, std).contiguous(memory_format=torch.channels_last)
+        amap = activation_map(model, x, target_layer, classifier, method)
+    del work
     values = cv2.resize(amap.prob, (w, h), interpolation=cv2.INTER_LINEAR)
     np.clip(values, 0.0, 1.0, out=values)
     if breast is None:
@@ -499,8 +589,12 @@ def backbone_heatmap(
     breast: np.ndarray | None = None,
     input_size: int = PATCH_INPUT,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    tile_pixels: int | None = None,
 ) -> Heatmap:
-    """:func:`malignancy_heatmap` returning the full :class:`Heatmap` record."""
+    """:func:`malignancy_heatmap` returning the full :class:`Heatmap` record.
+
+    ``tile_pixels`` bounds the memory of the network pass (see :func:`compute_heatmap`).
+    """
     if not patch_px > 0 or not math.isfinite(patch_px):
         raise ValueError(f"patch_px must be a positive number, got {patch_px}")
     spec = get_spec(backbone)
@@ -518,6 +612,7 @@ def backbone_heatmap(
         used,  # type: ignore[arg-type]
         breast=breast,
         max_pixels=max_pixels,
+        tile_pixels=tile_pixels,
     )
 
 
@@ -829,6 +924,56 @@ def _grey8(image: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
+def _dashed_rectangle(
+    out: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], colour, thick: int
+) -> None:
+    """A dashed box: a region that did not pass the threshold must not look like one that did."""
+    dash = 6 * thick
+    (x0, y0), (x1, y1) = p0, p1
+    for a, b, fixed, horizontal in (
+        (x0, x1, y0, True),
+        (x0, x1, y1, True),
+        (y0, y1, x0, False),
+        (y0, y1, x1, False),
+    ):
+        for start in range(a, b + 1, 2 * dash):
+            end = min(b, start + dash)
+            q0, q1 = (
+                ((start, fixed), (end, fixed)) if horizontal else ((fixed, start), (fixed, end))
+            )
+            cv2.line(out, q0, q1, colour, thick)
+
+
+def _with_colour_scale(out: np.ndarray, thick: int) -> np.ndarray:
+    """The overlay with a jet colour bar from 0 (bottom) to 1 (top) added at its right."""
+    h = out.shape[0]
+    bar_w, pad = 14 * thick, 8 * thick
+    top, bottom = 20 * thick, h - 20 * thick
+    panel = np.zeros((h, bar_w + pad * 2 + 40 * thick, 3), np.uint8)
+    if bottom - top > 10:
+        ramp = np.linspace(255, 0, bottom - top).astype(np.uint8)[:, None]
+        bar = cv2.applyColorMap(np.repeat(ramp, bar_w, axis=1), cv2.COLORMAP_JET)
+        panel[top:bottom, pad : pad + bar_w] = bar
+        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.35 * thick
+        for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+            y = int(round(bottom - 1 - value * (bottom - top - 1)))
+            cv2.line(panel, (pad + bar_w, y), (pad + bar_w + 3 * thick, y), (255, 255, 255), 1)
+            org = (pad + bar_w + 5 * thick, y + 4 * thick)
+            cv2.putText(
+                panel, f"{value:.2f}", org, font, scale, (255, 255, 255), max(1, thick // 2)
+            )
+    return np.ascontiguousarray(np.hstack([out, panel]))
+
+
+def _banner(out: np.ndarray, text: str, thick: int) -> None:
+    """Writes ``text`` on a dark strip across the top of the overlay."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    strip = th + base + 8 * thick
+    out[:strip] = (out[:strip] * 0.3).astype(np.uint8)
+    cv2.putText(out, text, (6 * thick, th + 4 * thick), font, scale, (0, 255, 255), thick)
+
+
 def render_overlay(
     image: np.ndarray,
     heatmap: np.ndarray,
@@ -837,6 +982,10 @@ def render_overlay(
     path: str | os.PathLike,
     max_side: int | None = 2048,
     alpha: float = 0.5,
+    *,
+    colour_scale: bool = False,
+    note: str | None = None,
+    below_threshold: bool = False,
 ) -> None:
     """Writes the heatmap over the mammogram as an 8-bit colour PNG, atomically.
 
@@ -852,6 +1001,10 @@ def render_overlay(
         path: the PNG to write.
         max_side: the overlay is down-sized so that its long side is at most this.
         alpha: opacity of the heatmap where it is 1.
+        colour_scale: draw the heatmap's colour scale (0 to 1) at the right edge.
+        note: a line written at the top of the image (e.g. that nothing passed).
+        below_threshold: the regions did not reach the threshold: their boxes are drawn
+            dashed in yellow and labelled as below it.
     """
     if heatmap.shape != image.shape:
         raise ValueError(f"heatmap shape {heatmap.shape} differs from image {image.shape}")
@@ -878,14 +1031,23 @@ def render_overlay(
             small = cv2.resize(small, size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (0, 255, 0), thick)
+    box_colour = (0, 255, 255) if below_threshold else (255, 0, 255)
     for rank, region in enumerate(regions, start=1):
         x0, y0, x1, y1 = (float(v) * f for v in region["bbox"])
         p0 = (int(round(x0)), int(round(y0)))
         p1 = (max(p0[0], int(round(x1)) - 1), max(p0[1], int(round(y1)) - 1))
-        cv2.rectangle(out, p0, p1, (255, 0, 255), thick)
-        label = f"{rank}: {float(region.get('prob', 0.0)):.2f}"
+        if below_threshold:
+            _dashed_rectangle(out, p0, p1, box_colour, thick)
+            label = f"strongest, below threshold: {float(region.get('prob', 0.0)):.2f}"
+        else:
+            cv2.rectangle(out, p0, p1, box_colour, thick)
+            label = f"{rank}: {float(region.get('prob', 0.0)):.2f}"
         org = (p0[0], max(12 * thick, p0[1] - 3 * thick))
-        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 0, 255), thick)
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, box_colour, thick)
+    if colour_scale:
+        out = _with_colour_scale(out, thick)
+    if note:
+        _banner(out, note, thick)
     ok, buf = cv2.imencode(".png", out)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
