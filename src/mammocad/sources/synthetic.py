@@ -110,7 +110,7 @@ _ASSESSMENT = {
 }
 _SUBTLETY = ((1, 0.05), (2, 0.10), (3, 0.25), (4, 0.27), (5, 0.33))
 #: Peak added intensity (of a 0..1 range) for subtlety 1..5: subtle findings barely show.
-_MASS_CONTRAST = (0.09, 0.12, 0.15, 0.18, 0.22)
+_MASS_CONTRAST = (0.14, 0.18, 0.22, 0.27, 0.33)
 _CALC_CONTRAST = (0.12, 0.16, 0.21, 0.27, 0.33)
 _DENSITY = ((1, 0.18), (2, 0.42), (3, 0.28), (4, 0.12))
 #: Density of a malignant mass relative to a benign one of the same subtlety: high
