@@ -50,7 +50,7 @@ def main() -> None:
 
     result = localize_dataset(
         model,
-        cfg.backbone,
+        ckpt["backbone"],  # the architecture: localize.backbone may name a variant run
         patch_px,
         norm["mean"],
         norm["std"],

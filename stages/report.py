@@ -7,6 +7,7 @@ import logging
 
 import pandas as pd
 
+from mammocad.errors import InputNotFound
 from mammocad.evaluate import descriptor_reference
 from mammocad.io import atomic_file, write_csv, write_json
 from mammocad.report import (
@@ -33,7 +34,7 @@ def _per_backbone(folder: str, stage: str, backbones: list[str]) -> dict[str, di
     for name in backbones:
         path = ROOT / f"metrics/{folder}/{name}.json"
         if not path.is_file():
-            raise SystemExit(f"report: {path} not found (run {stage}@{name})")
+            raise InputNotFound(f"{path} not found (run {stage}@{name})")
         out[name] = read_metrics(path, ROOT)
     return out
 
@@ -57,10 +58,14 @@ def main() -> None:
         name: json.loads((ROOT / f"metrics/predictions/{name}.json").read_text())
         for name in backbones
     }
-    transfer = transfer_gains(predictions, seed=seed)
+    # the intervals of the evaluate stage's settings (checked there)
+    evaluate = params.get("evaluate") or {}
+    n_boot, alpha = int(evaluate.get("bootstrap", 1000)), float(evaluate.get("alpha", 0.05))
+    inits = {name: e.get("init") for name, e in evals.items()}
+    transfer = transfer_gains(predictions, n_boot, seed, alpha, inits)
     test = pd.read_csv(ROOT / "data/split/test.csv", keep_default_na=False)
     test = test[(test["kind"] == "roi") & test["pathology"].isin(["BENIGN", "MALIGNANT"])]
-    reference = descriptor_reference(test, seed=seed)
+    reference = descriptor_reference(test, n_boot, seed, alpha)
     one_class = [
         row["cnn"]
         for row, name in zip(table.to_dict("records"), table_order(evals), strict=True)

@@ -48,6 +48,8 @@ def test_paper_preset_sets_the_papers_values():
     train = preset["finetune"]["train"]
     assert (train["batch_size"], train["weight_decay"], train["lr_decay"]) == (64, 1e-5, 0.99)
     assert train["patience"] > 0 and train["epochs"] >= 50 and train["device"] == "auto"
+    # whole epochs: the default run's step caps must not leak into the paper's experiment
+    assert train["max_batches"] == 0 and preset["shallow"]["train"]["max_batches"] == 0
     # Every key exists in params.yaml (a typo would fail before anything runs).
     list(overrides(preset, yaml.safe_load((REPO / "params.yaml").read_text())))
 

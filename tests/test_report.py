@@ -119,6 +119,8 @@ def test_transfer_gains_pair_each_backbone_with_its_scratch_run():
     }
     gains = transfer_gains(predictions, n_boot=100)
     assert [g["backbone"] for g in gains] == ["mobilenet_v1"]
+    # a "pretrained" run that resolved to scratch measures nothing
+    assert transfer_gains(predictions, n_boot=10, inits={"mobilenet_v1": "scratch"}) == []
     assert gains[0]["auc_a"] == 1.0 and gains[0]["auc_b"] == 0.75
     assert gains[0]["difference"] == 0.25
     predictions["mobilenet_v1-scratch"] = predictions["mobilenet_v1-scratch"][:3]
@@ -134,4 +136,7 @@ def test_markdown_sections_for_transfer_reference_and_one_class_rows():
     text = to_markdown(table, "synthetic", None, None, transfer, reference, ["GoogLeNet"])
     assert "| mobilenet_v1 | 0.9 | 0.7 | 0.2 [0.05, 0.33] |" in text
     assert "ROC AUC 0.88 [0.8, 0.94] on 90 of 90 test patches" in text
-    assert "every test patch (no signal at this budget): GoogLeNet." in text
+    assert "whatever its AUC): GoogLeNet." in text
+    assert "close to the task's ceiling" in text  # the synthetic source's wording
+    real = to_markdown(table, "cbis-ddsm", None, None, transfer, reference)
+    assert "close to the task's ceiling" not in real and "GoogLeNet" not in real

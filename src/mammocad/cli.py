@@ -526,7 +526,8 @@ def run_export(args: argparse.Namespace) -> int:
             model, ckpt = load_trained_backbone(path)
         except Exception as exc:  # noqa: BLE001 - any failure means an unusable checkpoint
             raise UsageError(f"{path}: not a fine-tuned backbone checkpoint ({exc})") from None
-        backbone = ckpt["backbone"]
+        # a variant (mobilenet_v1-scratch) is its own run: its threshold and folder
+        backbone = (ckpt.get("metrics") or {}).get("run") or ckpt["backbone"]
         threshold, source = _threshold(args, backbone)
         out = args.out / backbone
         try:
