@@ -237,7 +237,7 @@ def to_markdown(
     lines = []
     for r in table.to_dict("records"):
         lines.append(
-            f"| {r['cnn']} | {_fmt(r['year'])} | {_num(r['params_m_paper'])} | "
+            f"| {r['cnn']} | {_num(r['year'])} | {_num(r['params_m_paper'])} | "
             f"{_fmt(r['params_m'])} | {r['init']} | {_fmt(r['acc_paper_cbis'])} | "
             f"{_interval(r['acc'], r['acc_low'], r['acc_high'])} | "
             f"{_fmt(r['rec_paper_cbis'])} | {_fmt(r['rec'])} | {_fmt(r['pre_paper_cbis'])} | "
