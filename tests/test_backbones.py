@@ -159,18 +159,6 @@ def test_normalisation_matches_the_weights():
 
 
 @pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Empty torchvision and Hugging Face caches under ``tmp_path``."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.delenv(OFFLINE_ENV, raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def no_bundled(tmp_path, monkeypatch):
     """Hides the bundled int8 weights, as where the package lost them."""
     monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")

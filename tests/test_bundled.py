@@ -273,16 +273,6 @@ def test_other_architecture_is_one_line(name, other, tensor, found, expected):
 # ------------------------------------------------------------------------ build_model
 
 
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Empty torchvision and Hugging Face caches: no float ImageNet weights anywhere."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    return tmp_path
-
-
 @pytest.mark.parametrize("name", [V2, V1])
 def test_empty_caches_give_bundled_weights(caches, models, name):
     spec = get_spec(name)
