@@ -193,7 +193,7 @@ def build_tree(raw: Path) -> Tree:
 
     # P_00001 LEFT CC, two lesions.
     subject = "Mass-Training_P_00001_LEFT_CC"
-    full = _lesion_image(rng, (128, 96))
+    full = _lesion_image(rng, (256, 192))
     study, series = uid(), uid()
     save(
         make_dataset(full, series_uid=series, patient_id=subject, StudyInstanceUID=study),
@@ -222,7 +222,7 @@ def build_tree(raw: Path) -> Tree:
 
     # P_00003 RIGHT CC: mask of the wrong size.
     subject = "Mass-Training_P_00003_RIGHT_CC"
-    full = _lesion_image(rng, (100, 90))
+    full = _lesion_image(rng, (260, 170))
     study, series = uid(), uid()
     save(
         make_dataset(full, series_uid=series, patient_id=subject),
@@ -276,7 +276,7 @@ def build_tree(raw: Path) -> Tree:
 
     # P_00002 RIGHT MLO (calc, 12-bit): the ROI series was never downloaded.
     subject = "Calc-Test_P_00002_RIGHT_MLO"
-    full = _lesion_image(rng, (96, 80), bits=12)
+    full = _lesion_image(rng, (256, 160), bits=12)
     study, series = uid(), uid()
     save(
         make_dataset(full, bits_stored=12, series_uid=series, patient_id=subject),
@@ -306,7 +306,7 @@ def build_tree(raw: Path) -> Tree:
 
     # A lesion-free image of patient P_00001 (synthetic "normal" extension).
     subject = "Normal-Training_P_00001_RIGHT_MLO"
-    full = _lesion_image(rng, (64, 48))
+    full = _lesion_image(rng, (256, 128))
     study, series = uid(), uid()
     save(
         make_dataset(full, series_uid=series, patient_id=subject),
@@ -394,7 +394,7 @@ def test_convert_hand_built_tree(tree, tmp_path):
         "mass",
     )
     assert p1["pathology"] == "MALIGNANT"  # the worst of its two ROIs
-    assert (p1["height"], p1["width"], p1["bits_stored"]) == (128, 96, 16)
+    assert (p1["height"], p1["width"], p1["bits_stored"]) == (256, 192, 16)
     assert p1["mask_path"] == "" and p1["full_image_id"] == "Mass-Training_P_00001_LEFT_CC"
     calc = full.loc["Calc-Test_P_00002_RIGHT_MLO"]
     assert (calc["pathology"], calc["pathology_raw"]) == ("BENIGN", "BENIGN_WITHOUT_CALLBACK")
@@ -423,7 +423,7 @@ def test_convert_hand_built_tree(tree, tmp_path):
         np.testing.assert_array_equal(crop, tree.crop[roi_id])
         assert (row["height"], row["width"]) == crop.shape
         mask = read_png(out / row["mask_path"])
-        assert mask.dtype == np.uint8 and mask.shape == (128, 96)
+        assert mask.dtype == np.uint8 and mask.shape == (256, 192)
         assert set(np.unique(mask)) == {0, 255}
         x0, y0, x1, y1 = bbox
         assert mask[y0:y1, x0:x1].all() and mask.sum() == 255 * (x1 - x0) * (y1 - y0)
@@ -447,7 +447,7 @@ def test_convert_hand_built_tree(tree, tmp_path):
             f"full image Mass-Test_P_00004_LEFT_MLO skipped: {ct_reason}",
         ),
         ("Calc-Test_P_00002_RIGHT_MLO_1", f"series {tree.uids['missing']} not found under raw"),
-        ("Mass-Training_P_00003_RIGHT_CC_1", "mask size 90x80 does not match full image 100x90"),
+        ("Mass-Training_P_00003_RIGHT_CC_1", "mask size 90x80 does not match full image 260x170"),
     }
     stray = skipped[skipped["image_id"].isna() | (skipped["image_id"] == "")]
     stray_reasons = dict(zip(stray["file"], stray["reason"], strict=True))
@@ -481,6 +481,43 @@ def test_convert_hand_built_tree(tree, tmp_path):
             data = path.read_bytes()
             for secret in (b"SECRET", b"19450317", b"TEST_PATIENT"):
                 assert secret not in data, (path, secret)
+
+
+def _add_normal(raw: Path, subject: str, pixels: np.ndarray) -> None:
+    """Adds a lesion-free full image and its row to the normal CSV."""
+    study, series = uid(), uid()
+    save(
+        make_dataset(pixels, series_uid=series, patient_id=subject),
+        nbia_dir(raw, subject, "full mammogram images") / "1-1.dcm",
+    )
+    csv = raw / "csv" / "normal_case_description_train_set.csv"
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    row = table.iloc[0].to_dict()
+    row.update(
+        {
+            "patient_id": subject.split("_", 1)[1][:7],
+            "image file path": csv_path(subject, study, series),
+        }
+    )
+    pd.concat([table, pd.DataFrame([row])]).to_csv(csv, index=False)
+
+
+def test_minimum_image_rule_applies_to_every_source(tree, tmp_path):
+    """A thumbnail or a blank picture in a raw tree is a recorded skip, not a mammogram."""
+    rng = np.random.default_rng(0)
+    _add_normal(tree.raw, "Normal-Training_P_00009_LEFT_CC", _lesion_image(rng, (50, 50)))
+    _add_normal(tree.raw, "Normal-Training_P_00010_LEFT_CC", np.full((256, 192), 700, np.uint16))
+    result = convert_dataset(tree.raw, tmp_path / "converted", workers=1, max_skipped_fraction=1)
+    written = set(result.manifest["image_id"])
+    assert "Normal-Training_P_00001_RIGHT_MLO" in written
+    assert not written & {"Normal-Training_P_00009_LEFT_CC", "Normal-Training_P_00010_LEFT_CC"}
+    reasons = dict(zip(result.skipped["image_id"], result.skipped["reason"], strict=False))
+    assert reasons["Normal-Training_P_00009_LEFT_CC"] == (
+        "image too small to be a mammogram: 50×50 pixels "
+        "(at least 128 on the short side and 256 on the long side)"
+    )
+    assert reasons["Normal-Training_P_00010_LEFT_CC"] == "blank image: every pixel is 700"
+    assert result.metrics["skipped_by_reason"]["not_full_mammogram"] == 2
 
 
 def test_parallel_run_matches_serial(tree, tmp_path):

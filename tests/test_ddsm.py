@@ -438,7 +438,7 @@ def test_split_patients_stratified_and_seeded() -> None:
     assert set(split_patients({"a": "X", "b": "Y"}, 0.5, seed=3).values()) == {"train", "test"}
 
 
-H, W = 48, 40
+H, W = 256, 160  # large enough for the minimum-image rule
 MASS_START, MASS_SIDE = (10, 12), 9  # square outline: cols 10..18, rows 12..20
 DIAMOND = [3, 3, 3, 5, 5, 5, 7, 7, 7, 1, 1, 1]  # from (20, 10): cols 17..23, rows 10..16
 
@@ -478,7 +478,10 @@ def ddsm_tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
         subtlety=2,
     )
     outside = abnormality_text(
-        1, "MASS SHAPE ROUND MARGINS CIRCUMSCRIBED", "BENIGN", [("BOUNDARY", 60, 60, [2, 4, 6, 0])]
+        1,
+        "MASS SHAPE ROUND MARGINS CIRCUMSCRIBED",
+        "BENIGN",
+        [("BOUNDARY", 200, 300, [2, 4, 6, 0])],
     )
     write_case(
         root / "cancers" / "cancer_01" / "case0001",

@@ -198,7 +198,7 @@ def test_config_validation():
 
 # --- hand-built archives ----------------------------------------------------------------------
 
-TINY = 64
+TINY = 256  # the smallest square full image the minimum-image rule accepts
 
 
 def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -252,7 +252,7 @@ def test_corrupt_film_reported_and_skipped(tiny_archive: Path, tmp_path: Path):
     assert summary["images_listed"] == 5
     assert summary["images_found"] == 4
     assert summary["missing_images"] == ["mdb005"]
-    assert summary["corrupt_images"] == {"mdb004": "truncated PGM: 3996 of 4096 pixel bytes"}
+    assert summary["corrupt_images"] == {"mdb004": "truncated PGM: 65436 of 65536 pixel bytes"}
     assert summary["images_written"] == 3
     assert summary["images_by_pathology"] == {"MALIGNANT": 2, "NORMAL": 1}
     assert summary["lesions_with_coordinates"] == 2
@@ -282,7 +282,7 @@ def test_corrupt_film_reported_and_skipped(tiny_archive: Path, tmp_path: Path):
     roi = manifest[manifest["full_image_id"] == mass_id].query("kind == 'roi'").iloc[0]
     mask = read_png(tmp_path / "conv" / roi["mask_path"])
     rows_, cols_ = np.nonzero(mask)
-    # Centre (x, y) = (30, 20) in a 64-row image → row 44, column 30.
+    # Centre (x, y) = (30, 20) in a 256-row image → row 236, column 30.
     assert (rows_.mean(), cols_.mean()) == pytest.approx((TINY - 20, 30), abs=0.01)
     assert result.skipped.empty  # the lesion without coordinates: an image-level label
     assert result.metrics["findings_without_roi"] == 1

@@ -28,6 +28,10 @@ the fraction is skipped CSV items ÷ all CSV items. DICOM files that no CSV row 
 but do not count, since no CSV item is lost through them (a lost item shows up as its own
 "series … not found under raw" row).
 
+Every source's full images pass through here, so the one minimum-image rule
+(:mod:`mammocad.image_rules`: too small or blank) is applied here for all of them; a
+refused full image is a skip row with the reason, and its ROIs are skipped with it.
+
 Only image sizes, bit depths and CSV fields reach the outputs; no DICOM patient field is
 written (see :data:`mammocad.dicom.SAFE_FIELDS`).
 """
@@ -53,6 +57,7 @@ from mammocad import cbis
 from mammocad import dicom as dicom_module
 from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.errors import ExpectedError
+from mammocad.image_rules import image_problem
 from mammocad.io import atomic_dir, write_csv, write_png
 from mammocad.parallel import imap
 
@@ -103,6 +108,7 @@ REASON_CATEGORIES: tuple[tuple[str, str], ...] = (
     (r"^not greyscale", "not_greyscale"),
     (r"^multi-frame volume", "multi_frame"),
     (r"^not a mammogram", "not_mammogram"),
+    (r"^image too small|^blank image", "not_full_mammogram"),
     (r"^series \S+ not found under raw", "series_not_found"),
     (r"^full image \S+ skipped", "full_image_skipped"),
     (r"^mask size", "mask_size_mismatch"),
@@ -389,6 +395,8 @@ def _convert_image(task: _ImageTask) -> dict[str, Any]:
             image = read_pixels(full_file)
         except SkipImage as exc:
             reason = exc.reason
+        else:
+            reason = image_problem(image.pixels)
     if reason:
         full_name = _rel(full_file, task.raw_dir)
         result["skipped"].append({"file": full_name, "image_id": task.image_id, "reason": reason})

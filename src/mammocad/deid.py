@@ -12,7 +12,10 @@ Profile* with three of its standard options, which the pipeline needs:
 * **Retain UIDs** (E.3.9): case descriptions join files by SeriesInstanceUID;
 * **Retain Longitudinal Temporal Information with Full Dates** (E.3.6): study dates name
   the NBIA study folders (CBIS-DDSM's dates are already shifted by TCIA);
-* **Retain Patient Characteristics** (E.3.7): sex, age, size and weight.
+* **Retain Patient Characteristics** (E.3.7), narrowed: sex, age, size and weight are
+  kept; the other characteristics the option would keep (ethnic group, occupation,
+  additional patient history and the like) are removed, since nothing downstream reads
+  them and they identify a person more than they describe a breast.
 
 ``PatientID`` holds the data set's subject id (``Mass-Training_P_00001_LEFT_CC``), which
 is a pseudonym for public sets; for ``local`` it is the labels' ``patient_id``, which the
