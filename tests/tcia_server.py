@@ -263,10 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # seconds per socket operation: no handler can hang
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         try:
             self._route()
         except (TimeoutError, BrokenPipeError, ConnectionResetError):
