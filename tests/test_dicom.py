@@ -263,14 +263,24 @@ def test_truncated_compressed_data(tmp_path, noise16):
 
 
 def test_any_truncation_raises_only_skipimage(tmp_path):
+    """Every cut of a valid file is refused with a one-line reason; none is accepted."""
     data = _valid_bytes(tmp_path)
+    kinds = set()
     for cut in range(0, len(data), 97):
         path = tmp_path / f"cut{cut}.dcm"
         path.write_bytes(data[:cut])
-        try:
+        with pytest.raises(SkipImage) as info:
             read_pixels(path)
-        except SkipImage as exc:
-            assert exc.reason and "\n" not in exc.reason
+        reason = info.value.reason
+        assert reason and "\n" not in reason, cut
+        kinds.add(reason.split(":")[0])
+    # cuts in the preamble, the header and the pixel data each get their own reason
+    assert kinds == {
+        "not a DICOM file",
+        "not a DICOM image",
+        "no pixel data",
+        "undecodable pixel data",
+    }
 
 
 def test_text_file_named_dcm(tmp_path):

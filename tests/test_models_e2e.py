@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 from tiny_repo import BIN, copy_tiny
 from tiny_repo import run as _run
@@ -96,8 +97,27 @@ def test_predict_cli_with_the_pipeline_models(repo, tmp_path):
     out = _run(repo, str(BIN / "mammocad"), "predict", str(image), "--out", str(tmp_path))
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert 0.0 <= result["shallow"]["cancer_probability"] <= 1.0, out
-    assert result["regions"] is not None
-    assert list(tmp_path.glob("*_overlay.png"))
+    assert (result["image"]["height"], result["image"]["width"]) == (4736, 2624)
+    h, w = 4736, 2624
+    # either regions above the threshold, or none and the strongest one below it
+    if result["passed_threshold"]:
+        shown = result["regions"]
+        assert shown and result["strongest_below_threshold"] is None
+        assert all(r["peak"] >= result["threshold"] for r in shown)
+    else:
+        assert result["regions"] == []
+        shown = [result["strongest_below_threshold"]]
+        assert shown[0]["peak"] < result["threshold"]
+        assert shown[0]["peak"] == pytest.approx(result["heatmap_max"], abs=1e-5)
+    x0b, y0b, x1b, y1b = result["breast_box"]
+    for region in shown:
+        x0, y0, x1, y1 = region["bbox"]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, region
+        assert x0b <= x0 and y0b <= y0 and x1 <= x1b and y1 <= y1b, region  # inside the breast
+        assert 0.0 <= region["malignancy_probability"] <= 1.0
+        assert region["peak"] <= result["heatmap_max"] + 1e-6
+    overlay = cv2.imread(str(next(tmp_path.glob("*_overlay.png"))))
+    assert overlay is not None and overlay.shape[2] == 3
 
 
 def test_checkpoint_loads_weights_only(repo):
