@@ -61,7 +61,10 @@ from mammocad.io import atomic_file, write_csv
 from mammocad.parallel import resolve_workers
 from mammocad.paths import is_inside
 from mammocad.progress import progress
-from mammocad.sources.tcia import CSV_NAMES, TciaConfig, _Client, _write_csvs, patient_number
+from mammocad.sources.tcia.api import _Client
+from mammocad.sources.tcia.case_csvs import _write_csvs
+from mammocad.sources.tcia.config import CSV_NAMES, TciaConfig
+from mammocad.sources.tcia.series import patient_number
 
 log = logging.getLogger(__name__)
 
