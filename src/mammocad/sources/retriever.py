@@ -29,8 +29,9 @@ the ``cbis-ddsm`` source reads that folder instead of the image API:
 A root that does not exist, holds no DICOM file, or holds none of the series the CSVs name
 (another collection) stops ``download`` with one line.
 
-``.tcia`` manifests (:func:`read_tcia_manifest`) list the series an NBIA download fetches;
-with ``data.cbis_ddsm.manifest`` set, the API download fetches exactly those.
+``.tcia`` manifests (:func:`~mammocad.sources.tcia.manifest.read_tcia_manifest`) list the
+series an NBIA download fetches; with ``data.cbis_ddsm.manifest`` set, the API download
+fetches exactly those.
 """
 
 from __future__ import annotations
