@@ -20,15 +20,14 @@ from ddsm_factory import (
 )
 from dicom_factory import encode_jpeg_lossless
 
+from mammocad.codecs.ljpeg import LjpegError, decode_ljpeg
 from mammocad.convert import convert_dataset
 from mammocad.io import read_png
 from mammocad.sources.ddsm import (
     DdsmConfig,
-    LjpegError,
     chain_to_mask,
     chain_to_points,
     crop_box,
-    decode_ljpeg,
     fetch_ddsm,
     parse_overlay,
     read_ics,

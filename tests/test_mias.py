@@ -20,13 +20,13 @@ import pydicom
 import pytest
 from shared_data import require, shared_dir
 
+from mammocad.codecs.pgm import PgmError, read_pgm
 from mammocad.convert import convert_dataset
 from mammocad.io import read_png
 from mammocad.sources.mias import (
     MIN_HALF_SIDE,
     MiasConfig,
     MiasRow,
-    PgmError,
     crop_box,
     disc_mask,
     download_archive,
@@ -34,7 +34,6 @@ from mammocad.sources.mias import (
     fetch_mias,
     parse_info,
     patient_id,
-    read_pgm,
     split_patients,
 )
 

@@ -29,7 +29,7 @@ from mammocad.sources import retriever
 from mammocad.sources.retriever import UNKNOWN_SERIES, fetch_from_root
 from mammocad.sources.synthetic import SyntheticConfig, write_retriever_download
 from mammocad.sources.tcia import CSV_NAMES, TciaConfig
-from mammocad.sources.tcia_manifest import read_tcia_manifest
+from mammocad.sources.tcia.manifest import read_tcia_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 # One normal patient's breasts give series the case descriptions do not name (as a

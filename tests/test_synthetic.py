@@ -362,7 +362,7 @@ def test_without_crossover_descriptors_follow_the_pathology(tmp_path: Path) -> N
 
 
 def test_microlobulated_outlines_ripple_without_spikes() -> None:
-    from mammocad.sources.synthetic import _outline
+    from mammocad.sources.synthetic.lesions import _outline
 
     rng = np.random.default_rng(0)
     for _ in range(20):

@@ -27,6 +27,8 @@ from mammocad.sources.tcia import (
     CSV_NAMES,
     TciaConfig,
     TciaError,
+    api,
+    case_csvs,
     fetch_cbis_ddsm,
     parse_md5_list,
     patient_number,
@@ -273,7 +275,7 @@ def test_rerun_fetches_only_what_is_missing_and_leaves_files_untouched(nbia, tmp
 
 def test_unexpected_error_keeps_what_was_verified(nbia, tmp_path, monkeypatch):
     out = tmp_path / "raw"
-    real = tcia._extract
+    real = api._extract
     calls = []
 
     def flaky_disk(*args, **kwargs):
@@ -282,10 +284,10 @@ def test_unexpected_error_keeps_what_was_verified(nbia, tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tcia, "_extract", flaky_disk)
+    monkeypatch.setattr(api, "_extract", flaky_disk)
     with pytest.raises(OSError, match="No space left"):
         fetch_cbis_ddsm(out, config(nbia, connections=2), 0, 1)
-    monkeypatch.setattr(tcia, "_extract", real)
+    monkeypatch.setattr(api, "_extract", real)
     state = out / ".tcia" / "state.json"
     recorded = json.loads(state.read_text())["series"] if state.exists() else {}
     assert len(recorded) < len(nbia.series)
@@ -474,7 +476,7 @@ def test_csv_url_failure_names_the_url(nbia, tmp_path):
 
 def test_csv_that_is_not_a_case_description_is_refused():
     with pytest.raises(TciaError, match="not a CBIS-DDSM case-description CSV"):
-        tcia._check_csv_header(b"<!DOCTYPE html><html>moved</html>", "https://example/x.csv")
+        case_csvs._check_csv_header(b"<!DOCTYPE html><html>moved</html>", "https://example/x.csv")
 
 
 # --------------------------------------------------------------------------------------

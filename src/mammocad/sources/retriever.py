@@ -29,8 +29,9 @@ the ``cbis-ddsm`` source reads that folder instead of the image API:
 A root that does not exist, holds no DICOM file, or holds none of the series the CSVs name
 (another collection) stops ``download`` with one line.
 
-``.tcia`` manifests (:func:`read_tcia_manifest`) list the series an NBIA download fetches;
-with ``data.cbis_ddsm.manifest`` set, the API download fetches exactly those.
+``.tcia`` manifests (:func:`~mammocad.sources.tcia.manifest.read_tcia_manifest`) list the
+series an NBIA download fetches; with ``data.cbis_ddsm.manifest`` set, the API download
+fetches exactly those.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ from mammocad.io import atomic_file, write_csv
 from mammocad.parallel import resolve_workers
 from mammocad.paths import is_inside
 from mammocad.progress import progress
-from mammocad.sources.tcia import CSV_NAMES, TciaConfig, _Client, _write_csvs, patient_number
+from mammocad.sources.tcia.api import _Client
+from mammocad.sources.tcia.case_csvs import _write_csvs
+from mammocad.sources.tcia.config import CSV_NAMES, TciaConfig
+from mammocad.sources.tcia.series import patient_number
 
 log = logging.getLogger(__name__)
 
