@@ -72,7 +72,7 @@ def main() -> None:
     except ExpectedError as exc:
         print(f"local stopped: {exc}")
         written, lost_local = 0, len(good)
-    except Exception as exc:
+    except Exception as exc:  # that is what is counted
         print(f"local CRASHED: {type(exc).__name__}: {exc}")
         crashes += 1
         written, lost_local = 0, len(good)
@@ -82,7 +82,7 @@ def main() -> None:
             load_image(root / name)
         except NotAMammogram:
             lost_predict += name in good
-        except Exception as exc:
+        except Exception as exc:  # that is what is counted
             print(f"predict reader CRASHED on {name}: {type(exc).__name__}: {exc}")
             crashes += 1
     shutil.rmtree(work, ignore_errors=True)

@@ -92,7 +92,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
+    except Exception as exc:  # any failure means an unusable checkpoint
         raise UsageError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: not a checkpoint")
@@ -405,7 +405,7 @@ def run_predict(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{path}: {exc.reason}\n")
             skipped.append({"file": str(path), "reason": exc.reason})
             continue
-        except Exception as exc:
+        except Exception as exc:  # one bad image must not stop a folder
             log.debug("%s: failed", path, exc_info=True)
             reason = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
             sys.stderr.write(f"{path}: {reason}\n")
@@ -524,7 +524,7 @@ def run_export(args: argparse.Namespace) -> int:
     for path in args.checkpoints:
         try:
             model, ckpt = load_trained_backbone(path)
-        except Exception as exc:
+        except Exception as exc:  # any failure means an unusable checkpoint
             raise UsageError(f"{path}: not a fine-tuned backbone checkpoint ({exc})") from None
         # a variant (mobilenet_v1-scratch) is its own run: its threshold and folder
         backbone = (ckpt.get("metrics") or {}).get("run") or ckpt["backbone"]

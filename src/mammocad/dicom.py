@@ -146,7 +146,7 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
 def _str(ds: Dataset, keyword: str) -> str:
     try:
         value = ds.get(keyword, None)
-    except Exception:
+    except Exception:  # a malformed element reads as absent
         return ""
     return "" if value is None else " ".join(str(value).split())
 
@@ -179,14 +179,14 @@ def _dcmread(path: str | os.PathLike, stop_before_pixels: bool) -> Dataset:
                 if "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds:
                     _set_transfer_syntax(ds)
                     return ds
-            except Exception:
+            except Exception:  # reported as "not a DICOM file" below
                 pass
             if os.path.getsize(path) == 0:
                 raise SkipImage("not a DICOM file: empty file") from None
             raise SkipImage("not a DICOM file: no 'DICM' preamble or file meta header") from None
         except SkipImage:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any parse failure means unusable file
             raise SkipImage(f"not a DICOM file: {_one_line(exc)}") from None
 
 
@@ -221,7 +221,7 @@ def _header(ds: Dataset) -> HeaderInfo:
         )
     except SkipImage:
         raise
-    except Exception as exc:
+    except Exception as exc:  # malformed header elements
         raise SkipImage(f"unreadable DICOM header: {_one_line(exc)}") from None
 
 
@@ -298,7 +298,7 @@ def decode_array(ds: Dataset) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
-    except Exception as exc:
+    except Exception as exc:  # every decoder failure means unusable file
         raise SkipImage(f"undecodable pixel data: {_one_line(exc)}") from None
     return arr
 
@@ -380,7 +380,7 @@ def to_uint16(
     if apply_voi:
         try:
             out = _apply_voi(values, ds)
-        except Exception as exc:
+        except Exception as exc:  # a broken window must not lose the image
             log.warning("ignoring unusable VOI LUT/window (%s); using the full range", exc)
             out = None
     voi_applied = out is not None
@@ -433,7 +433,7 @@ def read_pixels(
         pixels, voi_applied = to_uint16(arr, ds, header, apply_voi=apply_voi)
     except SkipImage:
         raise
-    except Exception as exc:
+    except Exception as exc:  # e.g. a malformed modality LUT
         raise SkipImage(f"undecodable pixel data: {_one_line(exc)}") from None
     bits = header.bits_stored or header.bits_allocated
     return DicomImage(pixels=pixels, bits_stored=bits, header=header, voi_applied=voi_applied)

@@ -174,7 +174,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int)
                 do_constant_folding=True,
             )
         onnx.checker.check_model(str(path))
-    except Exception as exc:
+    except Exception as exc:  # any exporter failure is reported as one error
         raise RuntimeError(f"{path}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -275,7 +275,7 @@ def quantize_onnx(
                     calibration_method=calibration_method,
                 )
                 return info
-            except Exception as exc:
+            except Exception as exc:  # auto falls back, static re-raises
                 if method == "static":
                     raise RuntimeError(
                         f"{fp32_path}: static quantization failed: {type(exc).__name__}: {exc}"
@@ -288,7 +288,7 @@ def quantize_onnx(
             quantize_dynamic(
                 str(prepared), str(int8_path), per_channel=per_channel, weight_type=QuantType.QInt8
             )
-        except Exception as exc:
+        except Exception as exc:  # reported with the file's name
             raise RuntimeError(
                 f"{fp32_path}: dynamic quantization failed: {type(exc).__name__}: {exc}"
             ) from exc

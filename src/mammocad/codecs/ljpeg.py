@@ -394,7 +394,7 @@ def _decode_libjpeg(stream: _Stream, height: int, width: int) -> np.ndarray | No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = np.asarray(libjpeg_decode(_canonical(stream, height, width)))
-    except Exception as exc:  # noqa: BLE001 - any failure means: use the reference decoder
+    except Exception as exc:  # any failure means: use the reference decoder
         log.debug("libjpeg could not decode the stream (%s)", exc)
         return None
     if image.shape != (height, width):

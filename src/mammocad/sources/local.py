@@ -242,7 +242,7 @@ def _dicom_side_view(path: Path) -> tuple[str, str]:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
         view = str(ds.get("ViewPosition", "") or "")
-    except Exception:
+    except Exception:  # only hints; read_pixels already accepted the file
         return "", ""
     side = _SIDES.get(side.strip().upper(), "")
     view = view.strip().upper()
@@ -568,7 +568,7 @@ def _lesion_mask(task: _Task, shape: tuple[int, int]) -> tuple[np.ndarray | None
             return None, f"mask {task.mask_shown} not found: image kept without ROI"
         try:
             mask_image = read_image(task.mask, expect_mammogram=False)
-        except Exception as exc:
+        except Exception as exc:  # a bad mask loses the ROI, not the image
             why = exc.reason if isinstance(exc, SkipImage) else type(exc).__name__
             return None, f"unusable mask {task.mask_shown} ({why}): image kept without ROI"
         if mask_image.pixels.shape != shape:
@@ -601,7 +601,7 @@ def _write_task(task: _Task) -> dict[str, Any]:
     except SkipImage as skip:
         result["skipped"].append({"file": task.shown, "row": task.row, "reason": skip.reason})
         return result
-    except Exception as exc:
+    except Exception as exc:  # a bad image is skipped, never fatal
         reason = " ".join(f"unreadable image: {type(exc).__name__}: {exc}".split())
         result["skipped"].append({"file": task.shown, "row": task.row, "reason": reason})
         return result

@@ -136,7 +136,7 @@ def _read_entry(root: str, rel: str, size: int, mtime_ns: int) -> Entry:
         dirty = bool(identifying_fields(ds))
     except SkipImage as skip:
         return Entry(rel, size, mtime_ns, reason=skip.reason)
-    except Exception as err:
+    except Exception as err:  # a header that breaks the checks is unusable
         return Entry(rel, size, mtime_ns, reason=f"unreadable DICOM header: {err}")
     uncompressed = header.transfer_syntax in _UNCOMPRESSED
     frames = max(1, header.number_of_frames)

@@ -121,7 +121,7 @@ def _write_image(task: _ImageTask) -> dict[str, Any]:
         raw = decode_ljpeg(
             task.ljpeg, task.ics.lines, task.ics.pixels_per_line, task.ics.bits_per_pixel
         )
-    except Exception as exc:  # noqa: BLE001 - a bad image is skipped, never fatal
+    except Exception as exc:  # a bad image is skipped, never fatal
         detail = str(exc) if isinstance(exc, LjpegError) else f"{type(exc).__name__}: {exc}"
         reason = " ".join(f"undecodable LJPEG: {detail}".split())
         result["skipped"].append(

@@ -49,7 +49,7 @@ def _open(url: str, timeout: float) -> http.client.HTTPResponse:
         url, headers={"User-Agent": f"mammocad/{__version__}", "Accept": "*/*"}
     )
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only
+        return urllib.request.urlopen(request, timeout=timeout)  # http(s) only
     except urllib.error.HTTPError as err:
         err.close()
         raise _HttpStatus(err.code, url, str(err.reason)) from None
