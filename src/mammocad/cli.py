@@ -645,6 +645,72 @@ COMMANDS.add(
 )
 
 
+# --------------------------------------------------------------------------- plots
+
+
+def _configure_plots(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets", nargs="*", help="plot ids or files to show (as dvc plots show); all by default"
+    )
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("dvc_plots"),
+        help="folder of the page index.html and its images (default: dvc_plots)",
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in a web browser")
+    parser.add_argument("--project", type=Path, default=Path("."), help="the project folder (.)")
+    parser.add_argument(
+        "--write-template",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="only write the offline page template to PATH (the project's is "
+        ".dvc/plots/offline.html, which plain dvc plots show uses)",
+    )
+
+
+def run_plots(args: argparse.Namespace) -> int:
+    """Runs ``mammocad plots``: ``dvc plots show`` as a page that renders offline."""
+    from mammocad.plots_html import missing_plots, show, write_template
+
+    if args.write_template is not None:
+        sys.stdout.write(f"{write_template(args.write_template)}\n")
+        return 0
+    project = args.project.resolve()
+    params = _read_params(project / "params.yaml") or {}
+    backbones = (params.get("finetune") or {}).get("backbones") or []
+    try:
+        with open(project / "dvc.yaml") as fh:
+            definitions = (yaml.safe_load(fh) or {}).get("plots") or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{project / 'dvc.yaml'}: cannot read it ({exc})") from None
+    missing = missing_plots(definitions, backbones)
+    if missing:
+        log.warning(
+            "dvc.yaml's top-level plots leave out what finetune.backbones lists: %s",
+            "; ".join(missing),
+        )
+    index = show(project, args.out, args.targets)
+    sys.stdout.write(f"{index.as_uri()}\n")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.as_uri())
+    return 0
+
+
+COMMANDS.add(
+    "plots",
+    Command(
+        help="render dvc.yaml's plots as a page that works offline (vendored Vega)",
+        configure=_configure_plots,
+        run=run_plots,
+    ),
+)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
