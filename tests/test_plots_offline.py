@@ -21,14 +21,12 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.vega import VegaRenderer
 
-from mammocad.cli import main
+from mammocad.cli import main, missing_plots, model_plots
 from mammocad.plots_html import (
     LIBRARIES,
     VEGA_DIR,
     PlotsError,
     external_loads,
-    missing_plots,
-    model_plots,
     notice_hashes,
     offline_template,
     show,
@@ -160,6 +158,16 @@ def test_missing_plots_names_a_backbone_left_out():
         "training/vgg16",
         "confusion/vgg16",
     ]
+
+
+def test_mammocad_plots_warns_of_a_backbone_left_out(tmp_path, caplog, capsys):
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = {"finetune": {"backbones": [*_backbones(), "vgg16"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    # no data files: the page fails after the warning
+    assert main(["plots", "--project", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
+    assert "finetune.backbones" in caplog.text and "confusion/vgg16" in caplog.text
+    assert "wrote no page" in capsys.readouterr().err
 
 
 def test_stage_plots_moved_to_the_top_level():

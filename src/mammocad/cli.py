@@ -648,6 +648,52 @@ COMMANDS.add(
 # --------------------------------------------------------------------------- plots
 
 
+def model_plots(backbones: Sequence[str], shallow: str = "shallow_cnn") -> dict[str, set[str]]:
+    """The top-level plots that show every model, with the data files each must draw.
+
+    ``roc`` and ``pr`` overlay the fine-tuned backbones (benign vs malignant patches),
+    ``val_auc`` every model; ``training/<model>`` and ``confusion/<model>`` are one chart
+    per model. ``dvc.yaml`` cannot loop in its top-level ``plots:``, so a backbone added
+    to ``finetune.backbones`` needs its lines there; :func:`missing_plots` names them.
+    """
+    models = [shallow, *backbones]
+    expected = {
+        "roc": {f"metrics/curves/roc/{b}.csv" for b in backbones},
+        "pr": {f"metrics/curves/pr/{b}.csv" for b in backbones},
+        f"roc_{shallow}": {f"metrics/curves/roc/{shallow}.csv"},
+        "val_auc": {f"metrics/history/{m}.csv" for m in models},
+    }
+    expected |= {f"training/{m}": {f"metrics/history/{m}.csv"} for m in models}
+    expected |= {f"confusion/{m}": {f"metrics/confusion/{m}.csv"} for m in models}
+    return expected
+
+
+def missing_plots(definitions: Sequence[Any], backbones: Sequence[str]) -> list[str]:
+    """What :func:`model_plots` expects that ``dvc.yaml``'s top-level ``plots:`` lacks.
+
+    Args:
+        definitions: the top-level ``plots:`` list of ``dvc.yaml`` as YAML loads it.
+        backbones: ``finetune.backbones``.
+
+    Returns:
+        ``"<plot id>: <file>"`` for each data file missing from a plot's ``y``, and
+        ``"<plot id>"`` for each plot missing altogether; empty when all are there.
+    """
+    defined: dict[str, set[str]] = {}
+    for item in definitions:
+        if isinstance(item, dict):
+            ((plot_id, props),) = item.items()
+            y = (props or {}).get("y")
+            defined[plot_id] = set(y) if isinstance(y, dict) else set()
+    missing = []
+    for plot_id, files in model_plots(backbones).items():
+        if plot_id not in defined:
+            missing.append(plot_id)
+        else:
+            missing += [f"{plot_id}: {f}" for f in sorted(files - defined[plot_id])]
+    return missing
+
+
 def _configure_plots(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "targets", nargs="*", help="plot ids or files to show (as dvc plots show); all by default"
@@ -673,7 +719,7 @@ def _configure_plots(parser: argparse.ArgumentParser) -> None:
 
 def run_plots(args: argparse.Namespace) -> int:
     """Runs ``mammocad plots``: ``dvc plots show`` as a page that renders offline."""
-    from mammocad.plots_html import missing_plots, show, write_template
+    from mammocad.plots_html import show, write_template
 
     if args.write_template is not None:
         sys.stdout.write(f"{write_template(args.write_template)}\n")

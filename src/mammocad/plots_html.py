@@ -11,7 +11,6 @@ CDN for. Images (``reports/*.png``) are copied by DVC beside the page and need n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -20,7 +19,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mammocad.errors import ExpectedError
 from mammocad.io import atomic_file
@@ -64,11 +62,6 @@ def notice_hashes(notice: Path = VEGA_DIR / "NOTICE") -> dict[str, str]:
     text = notice.read_text(encoding="utf-8")
     pattern = re.compile(r"^  (\S+)\n(?:    .*\n)*?    sha256 ([0-9a-f]{64})$", re.MULTILINE)
     return dict(pattern.findall(text))
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def offline_template(vega_dir: Path = VEGA_DIR) -> str:
@@ -120,52 +113,6 @@ def external_loads(html: str) -> list[str]:
 def _without_script_text(html: str) -> str:
     """The page with the text of its script elements removed (their tags kept)."""
     return re.sub(r"(?is)(<script\b[^>]*>).*?(</script\s*>)", r"\1\2", html)
-
-
-def model_plots(backbones: Sequence[str], shallow: str = "shallow_cnn") -> dict[str, set[str]]:
-    """The top-level plots that show every model, with the data files each must draw.
-
-    ``roc`` and ``pr`` overlay the fine-tuned backbones (benign vs malignant patches),
-    ``val_auc`` every model; ``training/<model>`` and ``confusion/<model>`` are one chart
-    per model. ``dvc.yaml`` cannot loop in its top-level ``plots:``, so a backbone added
-    to ``finetune.backbones`` needs its lines there; :func:`missing_plots` names them.
-    """
-    models = [shallow, *backbones]
-    expected = {
-        "roc": {f"metrics/curves/roc/{b}.csv" for b in backbones},
-        "pr": {f"metrics/curves/pr/{b}.csv" for b in backbones},
-        f"roc_{shallow}": {f"metrics/curves/roc/{shallow}.csv"},
-        "val_auc": {f"metrics/history/{m}.csv" for m in models},
-    }
-    expected |= {f"training/{m}": {f"metrics/history/{m}.csv"} for m in models}
-    expected |= {f"confusion/{m}": {f"metrics/confusion/{m}.csv"} for m in models}
-    return expected
-
-
-def missing_plots(definitions: Sequence[Any], backbones: Sequence[str]) -> list[str]:
-    """What :func:`model_plots` expects that ``dvc.yaml``'s top-level ``plots:`` lacks.
-
-    Args:
-        definitions: the top-level ``plots:`` list of ``dvc.yaml`` as YAML loads it.
-        backbones: ``finetune.backbones``.
-
-    Returns:
-        ``"<plot id>: <file>"`` for each data file missing from a plot's ``y``, and
-        ``"<plot id>"`` for each plot missing altogether; empty when all are there.
-    """
-    defined: dict[str, set[str]] = {}
-    for item in definitions:
-        if isinstance(item, dict):
-            ((plot_id, props),) = item.items()
-            y = (props or {}).get("y")
-            defined[plot_id] = set(y) if isinstance(y, dict) else set()
-    missing = []
-    for plot_id, files in model_plots(backbones).items():
-        if plot_id not in defined:
-            missing.append(plot_id)
-        else:
-            missing += [f"{plot_id}: {f}" for f in sorted(files - defined[plot_id])]
-    return missing
 
 
 class PlotsError(ExpectedError):
