@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: The folder of the vendored libraries, their licences, NOTICE and the page template.
 VEGA_DIR = Path(__file__).with_name("vega")
-#: Where :data:`PAGE` takes the inlined scripts.
+#: Where ``vega/page.html`` takes the inlined scripts.
 SCRIPTS_MARKER = "<!-- mammocad:vega-scripts -->"
 #: The placeholders DVC fills (``dvc_render.html.HTML``); ``{plot_divs}`` is required.
 DVC_PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
@@ -123,7 +124,6 @@ def show(
     project: str | os.PathLike,
     out: str | os.PathLike,
     targets: Sequence[str] = (),
-    dvc_args: Sequence[str] = (),
 ) -> Path:
     """Runs ``dvc plots show`` in ``project`` with the offline template; returns the page.
 
@@ -132,24 +132,22 @@ def show(
         out: the folder of the page (``index.html``) and of the copied images (``static/``);
             relative to the current folder.
         targets: plot ids or files to show (``dvc plots show`` targets); all when empty.
-        dvc_args: further ``dvc plots show`` arguments.
 
     Raises:
         PlotsError: if DVC fails, writes no page, or the page loads anything from a network.
     """
-    import tempfile
-
     project = Path(project).resolve()
     out = Path(out).resolve()
+    index = out / "index.html"
+    index.unlink(missing_ok=True)  # DVC writes none when it finds no plots: no stale page
     with tempfile.TemporaryDirectory(prefix="mammocad-plots-") as tmp:
         template = write_template(Path(tmp) / "offline.html")
         command = [sys.executable, "-m", "dvc", "plots", "show", *targets]
-        command += ["--html-template", str(template), "-o", str(out), *dvc_args]
+        command += ["--html-template", str(template), "-o", str(out)]
         log.info("running %s", " ".join(command))
         done = subprocess.run(command, cwd=project, stdout=subprocess.PIPE, text=True)
     if done.returncode:
         raise PlotsError(f"dvc plots show failed (exit status {done.returncode})")
-    index = out / "index.html"
     if not index.is_file():
         raise PlotsError(f"dvc plots show wrote no page to {out} (no plots found?)")
     loads = external_loads(index.read_text(encoding="utf-8"))
