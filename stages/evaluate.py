@@ -14,12 +14,15 @@ from mammocad.experiment import (
 )
 from mammocad.io import write_json
 from mammocad.models.data import ImageSet, label_malignant
-from mammocad.plots import write_curve
+from mammocad.plots import write_confusion, write_curve
 from mammocad.timing import read_metrics, write_metrics
 from mammocad.tracking import log_run
 from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.evaluate")
+
+#: Names of class 0 and class 1 of the ROI patches (``label_malignant``), in plots.
+CLASSES = ("benign", "malignant")
 
 
 def main(backbone: str) -> None:
@@ -55,6 +58,13 @@ def main(backbone: str) -> None:
         ROOT / f"metrics/curves/pr/{backbone}.csv", curves["pr"], "recall", "precision", backbone
     )
     write_json(ROOT / f"metrics/predictions/{backbone}.json", predictions)
+    write_confusion(
+        ROOT / f"metrics/confusion/{backbone}.csv",
+        [row["label"] for row in predictions],
+        [row["prob"] for row in predictions],
+        result["threshold"],
+        CLASSES,
+    )
     uri, experiment = mlflow_settings(params)
     log_run(
         uri,

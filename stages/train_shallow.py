@@ -21,7 +21,7 @@ from mammocad.experiment import (
     train_shallow,
 )
 from mammocad.patches import PatchesConfig
-from mammocad.plots import write_curve, write_history
+from mammocad.plots import write_confusion, write_curve, write_history
 from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
 from stages.common import (
@@ -36,6 +36,9 @@ from stages.common import (
 )
 
 log = logging.getLogger("stages.train_shallow")
+
+#: Names of class 0 and class 1 of the full mammograms in plots, by ``shallow.positive``.
+CLASSES = {"abnormal": ("normal", "abnormal"), "malignant": ("not malignant", "malignant")}
 
 
 def main() -> None:
@@ -68,9 +71,16 @@ def main() -> None:
         trained.model, trained.sets["val"], trained.sets["test"], eval_cfg, seed, checkpoint=ckpt
     )
     curves = result.pop("curves")
-    result.pop("predictions")
+    predictions = result.pop("predictions")
     write_history(ROOT / f"metrics/history/{SHALLOW}.csv", trained.fit.history)
     write_curve(ROOT / f"metrics/curves/roc/{SHALLOW}.csv", curves["roc"], "fpr", "tpr", SHALLOW)
+    write_confusion(
+        ROOT / f"metrics/confusion/{SHALLOW}.csv",
+        [row["label"] for row in predictions],
+        [row["prob"] for row in predictions],
+        result["threshold"],
+        CLASSES[cfg.positive],
+    )
     metrics = {"train": trained.info, **result}
     write_metrics(ROOT / f"metrics/{SHALLOW}.json", metrics, ROOT)
     uri, experiment = mlflow_settings(params)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import cv2
+import pandas as pd
 import pytest
 from tiny_repo import BIN, copy_tiny
 from tiny_repo import run as _run
@@ -44,6 +45,15 @@ def test_outputs_and_report(repo):
     assert (repo / "reports/roc.png").is_file()
     shallow = json.loads((repo / "metrics/shallow_cnn.json").read_text())
     assert shallow["train"]["epochs_run"] >= 1
+    # the confusion plots' rows count the cells of each model's metrics matrix
+    for name, record, classes in (
+        ("mobilenet_v2", ev, ("benign", "malignant")),
+        ("shallow_cnn", shallow, ("normal", "abnormal")),
+    ):
+        rows = pd.read_csv(repo / f"metrics/confusion/{name}.csv")
+        counts = rows.value_counts().to_dict()
+        cells = [[counts.get((a, p), 0) for p in classes] for a in classes]
+        assert cells == record["confusion"], name
 
 
 def test_export_stage_and_deployment_report(repo):
