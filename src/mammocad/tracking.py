@@ -14,10 +14,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mammocad.mlflow_models import ModelSpec
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +61,7 @@ def log_run(
     artifacts: Iterable[str | os.PathLike] = (),
     tags: Mapping[str, str] | None = None,
     artifact_root: str | os.PathLike | None = None,
-    model: ModelSpec | None = None,
+    model: Any = None,
 ) -> str:
     """Logs one complete MLflow run and returns its id.
 
@@ -79,8 +76,10 @@ def log_run(
         artifacts: files to attach (the model checkpoint, plot data).
         tags: extra run tags.
         artifact_root: where a new experiment stores artifacts (default: MLflow's).
-        model: the checkpoint to log as the run's model (signature, input example, and
-            the registered name whose ``champion`` alias moves to it).
+        model: a :class:`mammocad.mlflow_models.ModelSpec`: the checkpoint logged as the
+            run's model (signature, input example, and the registered name whose
+            ``champion`` alias moves to it). Not imported here, so that the stages that
+            log no model do not depend on that module.
     """
     _quiet()
     import mlflow
