@@ -190,10 +190,11 @@ def test_predict_from_the_registry_equals_predict_from_the_folder(
     cv2.imwrite(str(image), _mammogram())
     folder = ["--models", str(store["models"]), "--backbone", BACKBONE]
     from_folder = _predict(tmp_path / "a", image, *folder)
+    capsys.readouterr()
     from_registry = _predict(tmp_path / "b", image, "--model", CHAMPION_URI)
+    assert capsys.readouterr().err == ""  # no download progress bars
     assert from_registry["shallow"] is not None  # the shallow CNN's champion came along
     assert from_registry == from_folder
-    capsys.readouterr()
 
     # without the alias the URI no longer resolves: one line naming it, exit status 1
     version = client.get_model_version_by_alias(NAME, CHAMPION).version

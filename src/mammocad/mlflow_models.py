@@ -254,6 +254,8 @@ def fetch_checkpoint(
     from mammocad.tracking import _quiet
 
     _quiet()
+    # predict's stderr lists refused files; download progress bars would bury them
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _check_store(tracking_uri)
     import mlflow
 
