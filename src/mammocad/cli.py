@@ -1,7 +1,8 @@
 """The ``mammocad`` command line: the trained framework of paper Fig. 1 on new mammograms.
 
-``mammocad predict INPUT... [--out DIR] [--models DIR] [--backbone NAME]`` reads DICOM,
-PNG or PGM mammograms (files, or folders searched recursively), and writes for each one
+``mammocad predict INPUT... [--out DIR] [--models DIR] [--backbone NAME | --model URI]``
+(``--model models:/mammocad-mobilenet_v1@champion``: the models registered in MLflow) reads
+DICOM, PNG or PGM mammograms (files, or folders searched recursively), and writes for each one
 ``<out>/<name>.json`` (the shallow CNN's cancer probability and the strongest malignancy
 regions with boxes in original pixels) and ``<out>/<name>_overlay.png`` (the heatmap over
 the mammogram). Refused files are listed with their reasons on stderr and in
@@ -275,6 +276,15 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
         "--backbone", default="mobilenet_v1", help="patch network (default mobilenet_v1)"
     )
     parser.add_argument(
+        "--model",
+        default=None,
+        metavar="URI",
+        help="the patch network from MLflow instead of --models/--backbone, e.g. "
+        "models:/mammocad-mobilenet_v1@champion (the shallow CNN: the same alias of "
+        "mammocad-shallow_cnn); store: MLFLOW_TRACKING_URI, else the params file's "
+        "mlflow.tracking_uri",
+    )
+    parser.add_argument(
         "--params",
         type=Path,
         default=Path("params.yaml"),
@@ -364,8 +374,25 @@ def _summary(path: Path, result: dict[str, Any], json_path: Path) -> str:
     return f"{path}: {', '.join(parts)} -> {json_path}"
 
 
+def _fetch_model(args: argparse.Namespace) -> tuple[Path, str]:
+    """``--models`` and ``--backbone`` for the ``--model`` URI's downloaded checkpoints."""
+    import tempfile
+
+    from mammocad.mlflow_models import fetch_models
+
+    section = (_read_params(args.params) or {}).get("mlflow") or {}
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or section.get(
+        "tracking_uri", "sqlite:///mlflow.db"
+    )
+    # kept with the arguments: the checkpoints are read when the first image is
+    args.model_dir = tempfile.TemporaryDirectory(prefix="mammocad-model-")
+    return fetch_models(args.model, Path(args.model_dir.name), uri)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``mammocad predict`` (see the module notes)."""
+    if args.model is not None:
+        args.models, args.backbone = _fetch_model(args)
     backbone_ckpt = args.models / f"{args.backbone}.pt"
     if not backbone_ckpt.is_file():
         raise UsageError(

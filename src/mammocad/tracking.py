@@ -2,7 +2,9 @@
 
 DVC owns the pipeline and its metrics files; MLflow is the browsable record of every run
 (``mlflow ui --backend-store-uri sqlite:///mlflow.db``). A run is written in one go after a
-stage has its results, so a crashed stage never leaves a half-logged run behind.
+stage has its results, so a crashed stage never leaves a half-logged run behind. The model
+is logged as an MLflow 3 model of the run (:mod:`mammocad.mlflow_models`) and, where asked,
+registered with the alias ``champion``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def log_run(
     artifacts: Iterable[str | os.PathLike] = (),
     tags: Mapping[str, str] | None = None,
     artifact_root: str | os.PathLike | None = None,
+    model: Any = None,
 ) -> str:
     """Logs one complete MLflow run and returns its id.
 
@@ -73,6 +76,10 @@ def log_run(
         artifacts: files to attach (the model checkpoint, plot data).
         tags: extra run tags.
         artifact_root: where a new experiment stores artifacts (default: MLflow's).
+        model: a :class:`mammocad.mlflow_models.ModelSpec`: the checkpoint logged as the
+            run's model (signature, input example, and the registered name whose
+            ``champion`` alias moves to it). Not imported here, so that the stages that
+            log no model do not depend on that module.
     """
     _quiet()
     import mlflow
@@ -108,6 +115,11 @@ def log_run(
                 mlflow.log_artifact(str(path))
             else:
                 log.warning("artifact not found, not logged: %s", path)
+        if model is not None:
+            from mammocad.mlflow_models import log_checkpoint_model
+
+            info = log_checkpoint_model(model)
+            log.info("model %s logged as %s", model.checkpoint, info.model_uri)
         run_id = run.info.run_id
     log.info("MLflow run %s (%s) logged to %s", run_id, run_name, tracking_uri)
     return run_id
