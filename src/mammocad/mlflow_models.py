@@ -264,7 +264,7 @@ def fetch_checkpoint(
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri
         )
-    except Exception as exc:  # noqa: BLE001 - MLflow reports a bad URI in many ways
+    except Exception as exc:  # MLflow reports a bad URI in many ways
         reason = " ".join((getattr(exc, "message", None) or str(exc)).split())
         raise ModelURIError(f"model {uri} not found in {tracking_uri}: {reason}") from None
     try:
