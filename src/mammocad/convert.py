@@ -59,6 +59,7 @@ from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.errors import ExpectedError
 from mammocad.image_rules import image_problem
 from mammocad.io import atomic_dir, write_csv, write_png
+from mammocad.manifest import worst
 from mammocad.parallel import imap
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,6 @@ REASON_CATEGORIES: tuple[tuple[str, str], ...] = (
     (r"^duplicate SOPInstanceUID", "duplicate_file"),
     (r"^" + re.escape(UNREFERENCED), "unreferenced"),
 )
-_PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic"}
 
 
@@ -435,10 +435,6 @@ def _convert_image(task: _ImageTask) -> dict[str, Any]:
 # --- the dataset-level driver -----------------------------------------------------------------
 
 
-def _worst(values: Iterable[str]) -> str:
-    return max(values, key=lambda v: _PATHOLOGY_RANK.get(v, -1))
-
-
 def _max_numeric(values: Iterable[str]) -> str:
     numbers = [v for v in values if str(v).strip().lstrip("-").isdigit()]
     return max(numbers, key=int) if numbers else ""
@@ -450,8 +446,8 @@ def _roi_id(row: pd.Series) -> str:
 
 def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dict[str, Any]:
     first = rows.iloc[0]
-    worst = _worst(rows["pathology"])
-    pathology_raw = rows.loc[rows["pathology"] == worst, "pathology_raw"].iloc[0]
+    pathology = worst(rows["pathology"])
+    pathology_raw = rows.loc[rows["pathology"] == pathology, "pathology_raw"].iloc[0]
     categories = list(dict.fromkeys(rows["category"]))
     if len(categories) > 1:
         log.warning("%s: case-description rows of several types %s", image_id, categories)
@@ -465,7 +461,7 @@ def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dic
         "view": first["view"],
         "abnormality_type": categories[0],
         "abnormality_id": "",
-        "pathology": worst,
+        "pathology": pathology,
         "pathology_raw": pathology_raw,
         "assessment": _max_numeric(rows["assessment"]),
         "subtlety": "",

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from mammocad.manifest import PATHOLOGIES, SEVERITY
 
-SEVERITY = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,12 @@ class SplitConfig:
 
 def patient_labels(manifest: pd.DataFrame) -> pd.Series:
     """Each patient's most severe pathology over all their images (the stratum)."""
-    sev = manifest["pathology"].map(SEVERITY)
-    if sev.isna().any():
-        bad = sorted(set(manifest.loc[sev.isna(), "pathology"]))
+    known = manifest["pathology"].isin(PATHOLOGIES)
+    if not known.all():
+        bad = sorted(set(manifest.loc[~known, "pathology"]))
         raise ValueError(f"unknown pathology values in manifest: {bad}")
-    inverse = {v: k for k, v in SEVERITY.items()}
+    sev = manifest["pathology"].map(SEVERITY)
+    inverse = {SEVERITY[p]: p for p in PATHOLOGIES}
     return sev.groupby(manifest["patient_id"]).max().map(inverse)
 
 

@@ -84,6 +84,8 @@ from mammocad.dicom import SkipImage, read_pixels
 from mammocad.errors import InputError, InputNotFound, ParamsError
 from mammocad.image_rules import size_problem
 from mammocad.io import write_csv
+from mammocad.manifest import PATHOLOGY_CLASS
+from mammocad.manifest import worst as worst_of
 from mammocad.parallel import imap
 from mammocad.patches import chest_wall_on_right
 from mammocad.paths import PathEscape, resolve_inside
@@ -116,7 +118,6 @@ SKIPPED_COLUMNS = ("file", "row", "reason")
 NOT_LISTED = "not listed in labels"
 NOT_FOUND = "listed in labels but not found"
 _PATHOLOGIES = ("NORMAL", "BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT")
-_RANK = {"NORMAL": "NORMAL", "BENIGN": "BENIGN", "BENIGN_WITHOUT_CALLBACK": "BENIGN"}
 _SIDES = {"LEFT": "LEFT", "L": "LEFT", "RIGHT": "RIGHT", "R": "RIGHT"}
 _VIEWS = ("CC", "MLO")
 _TYPES = {"mass": "mass", "calcification": "calcification", "calc": "calcification"}
@@ -522,14 +523,11 @@ def _assign_splits(
     """Patient → split: the labels' value, else a seeded stratified draw."""
     given: dict[str, set[str]] = {}
     worst: dict[str, str] = {}
-    order = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
     for plan in plans:
         pid = plan["patient_id"]
         if plan["split"]:
             given.setdefault(pid, set()).add(plan["split"])
-        label = _RANK.get(plan["pathology"], plan["pathology"])
-        if order[label] >= order[worst.get(pid, "NORMAL")]:
-            worst[pid] = label
+        worst[pid] = worst_of((worst.get(pid, "NORMAL"), PATHOLOGY_CLASS[plan["pathology"]]))
     for pid, values in given.items():
         if len(values) > 1:
             raise InputError(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammocad.manifest import SEVERITY
+
 #: Side length of a mini-MIAS film, in pixels.
 IMAGE_SIZE = 1024
 TISSUES: dict[str, str] = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
@@ -36,7 +38,6 @@ MASS_DESCRIPTORS: dict[str, tuple[str, str]] = {
 }
 #: CBIS-DDSM ``calc distribution`` of a calcification row with / without coordinates.
 CALC_DISTRIBUTION: dict[bool, str] = {True: "CLUSTERED", False: "DIFFUSELY_SCATTERED"}
-_PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _REF = re.compile(r"mdb\d{3}", re.IGNORECASE)
 #: ``*NOTE 3*`` stands where the coordinates of widely distributed calcifications would be.
 _NOTE = re.compile(r"\*?\s*NOTE\s*\d*\s*\*?", re.IGNORECASE)
@@ -196,11 +197,11 @@ def split_patients(rows: Sequence[MiasRow], test_fraction: float, seed: int) -> 
     """
     worst: dict[int, int] = {}
     for row in rows:
-        rank = _PATHOLOGY_RANK[row.pathology]
+        rank = SEVERITY[row.pathology]
         worst[row.patient_number] = max(worst.get(row.patient_number, 0), rank)
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
     split: dict[int, str] = {}
-    for rank in sorted(_PATHOLOGY_RANK.values()):
+    for rank in sorted(set(SEVERITY.values())):
         members = sorted(p for p, w in worst.items() if w == rank)
         n_test = math.floor(test_fraction * len(members) + 0.5)
         chosen = {members[i] for i in rng.permutation(len(members))[:n_test]}
