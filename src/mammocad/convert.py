@@ -59,43 +59,12 @@ from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.errors import ExpectedError
 from mammocad.image_rules import image_problem
 from mammocad.io import atomic_dir, write_csv, write_png
-from mammocad.manifest import worst
+from mammocad.manifest import MANIFEST_COLUMNS, SKIPPED_COLUMNS, worst, write_manifest
 from mammocad.parallel import imap
 
 log = logging.getLogger(__name__)
 
 DATASET = "cbis-ddsm"
-
-#: manifest.csv columns, in order (the contract with every later stage).
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "kind",
-    "patient_id",
-    "dataset",
-    "official_split",
-    "laterality",
-    "view",
-    "abnormality_type",
-    "abnormality_id",
-    "pathology",
-    "pathology_raw",
-    "assessment",
-    "subtlety",
-    "breast_density",
-    "lesion_shape",
-    "lesion_margins",
-    "full_image_id",
-    "image_path",
-    "mask_path",
-    "height",
-    "width",
-    "bbox_x0",
-    "bbox_y0",
-    "bbox_x1",
-    "bbox_y1",
-    "bits_stored",
-)
-SKIPPED_COLUMNS: tuple[str, ...] = ("file", "image_id", "reason")
 
 UNREFERENCED = "not referenced by any case-description row"
 #: A source's list of series the case descriptions name but it could not provide.
@@ -839,7 +808,7 @@ def convert_dataset(
                 )
             for sub in ("full", "roi"):
                 os.replace(partial / sub, tmp / sub)
-            write_csv(tmp / "manifest.csv", manifest)
+            write_manifest(manifest, tmp / "manifest.csv", MANIFEST_COLUMNS)
             write_csv(tmp / "skipped.csv", skipped)
     except ConvertError:
         # a verdict on the data, not an interruption: nothing to resume

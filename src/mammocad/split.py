@@ -17,6 +17,9 @@ from mammocad.manifest import PATHOLOGIES, SEVERITY
 
 log = logging.getLogger(__name__)
 
+#: Manifest columns the split stage reads.
+USED_COLUMNS = ("patient_id", "pathology", "kind")
+
 
 @dataclass(frozen=True)
 class SplitConfig:
