@@ -4,7 +4,6 @@ and the seeded, stratified patient split (see :mod:`mammocad.sources.mias`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mammocad.manifest import SEVERITY
+from mammocad.split import draw_test_patients
 
 #: Side length of a mini-MIAS film, in pixels.
 IMAGE_SIZE = 1024
@@ -190,7 +190,8 @@ def split_patients(rows: Sequence[MiasRow], test_fraction: float, seed: int) -> 
     """Draws the ``train``/``test`` file of every patient, stratified by worst pathology.
 
     Each stratum (patients whose worst finding is normal, benign or malignant) sends
-    ``round(test_fraction × size)`` patients, drawn with ``seed``, to ``test``.
+    ``round(test_fraction × size)`` patients (halves up), drawn with ``seed``, to ``test``
+    (:func:`mammocad.split.draw_test_patients`, rule ``half_up``).
 
     Returns:
         Patient number → ``"train"`` or ``"test"``, in patient order.
@@ -200,10 +201,5 @@ def split_patients(rows: Sequence[MiasRow], test_fraction: float, seed: int) -> 
         rank = SEVERITY[row.pathology]
         worst[row.patient_number] = max(worst.get(row.patient_number, 0), rank)
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
-    split: dict[int, str] = {}
-    for rank in sorted(set(SEVERITY.values())):
-        members = sorted(p for p, w in worst.items() if w == rank)
-        n_test = math.floor(test_fraction * len(members) + 0.5)
-        chosen = {members[i] for i in rng.permutation(len(members))[:n_test]}
-        split.update({p: "test" if p in chosen else "train" for p in members})
-    return dict(sorted(split.items()))
+    test = draw_test_patients(worst, test_fraction, rng, rule="half_up")
+    return {p: "test" if p in test else "train" for p in sorted(worst)}
