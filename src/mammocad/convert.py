@@ -55,6 +55,7 @@ import pandas as pd
 
 from mammocad import cbis
 from mammocad import dicom as dicom_module
+from mammocad.boxes import bounding_box
 from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.errors import ExpectedError
 from mammocad.image_rules import image_problem
@@ -246,13 +247,6 @@ def _is_binary(pixels: np.ndarray) -> bool:
     return bool(np.all((pixels == lo) | (pixels == hi)))
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the non-zero pixels, x1/y1 exclusive."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def _convert_roi(
     roi: _RoiTask, full_shape: tuple[int, int], task: _ImageTask
 ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
@@ -310,7 +304,7 @@ def _convert_roi(
     if top == pixels.min():
         return skip("empty mask: no lesion pixels", mask_path)
     mask = np.where(pixels == top, np.uint8(255), np.uint8(0))
-    x0, y0, x1, y1 = _bbox(mask)
+    x0, y0, x1, y1 = bounding_box(mask)
 
     if roi.same_series:
         position = files.index(mask_path)

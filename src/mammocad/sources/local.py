@@ -51,7 +51,7 @@ Example::
 
 A finding without mask or box gets a case-description row with empty ROI paths: the image
 is kept with its pathology and ``convert`` records its ROI as missing. The ROI crop is the
-lesion's bounding box plus a margin (:func:`mammocad.sources.ddsm.crop_box`).
+lesion's bounding box plus a margin (:func:`mammocad.boxes.relative_margins`), as for DDSM.
 
 Everything that cannot be used is recorded with its reason, returned in the summary and
 written to ``local_skipped.csv`` (``file, row, reason``): files under ``root`` that no row
@@ -80,6 +80,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from mammocad.boxes import bounding_box, crop_box, relative_margins
 from mammocad.dicom import SkipImage, read_pixels
 from mammocad.errors import InputError, InputNotFound, ParamsError
 from mammocad.image_rules import size_problem
@@ -89,7 +90,7 @@ from mammocad.manifest import worst as worst_of
 from mammocad.parallel import imap
 from mammocad.patches import chest_wall_on_right
 from mammocad.paths import PathEscape, resolve_inside
-from mammocad.sources.ddsm import crop_box, split_patients
+from mammocad.sources.ddsm import split_patients
 from mammocad.sources.layout import (
     KIND_FILE,
     KIND_PREFIX,
@@ -649,7 +650,8 @@ def _write_task(task: _Task) -> dict[str, Any]:
         row.update({"breast density": "", "calc type": "", "calc distribution": ""})
     mask, reason = _lesion_mask(task, pixels.shape)
     if mask is not None:
-        x0, y0, x1, y1 = crop_box(mask)
+        box = bounding_box(mask)
+        x0, y0, x1, y1 = crop_box(box, mask.shape, relative_margins(box))
         crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
         mask8 = np.where(mask, np.uint8(255), np.uint8(0))
         crop_path, mask_path = _write_series(
