@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
-
 from mammocad.io import atomic_dir, write_csv, write_json
-from mammocad.split import SplitConfig, assign_splits, check_disjoint, split_metrics
+from mammocad.manifest import read_manifest
+from mammocad.split import (
+    USED_COLUMNS,
+    SplitConfig,
+    assign_splits,
+    check_disjoint,
+    split_metrics,
+)
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.split")
@@ -18,7 +23,7 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("split", seed)
     cfg = section(params, "split", SplitConfig)
-    manifest = pd.read_csv(ROOT / "data/patches/manifest.csv", keep_default_na=False)
+    manifest = read_manifest(ROOT / "data/patches/manifest.csv", USED_COLUMNS, made_by="patches")
     frame = assign_splits(manifest, cfg, seed)
     check_disjoint(frame)
     with atomic_dir(ROOT / "data/split") as tmp:

@@ -16,8 +16,6 @@ from shared_data import IN_CI, require, shared_dir
 
 from mammocad.cbis import OUTPUT_COLUMNS, read_case_descriptions
 from mammocad.convert import (
-    MANIFEST_COLUMNS,
-    SKIPPED_COLUMNS,
     UNREFERENCED,
     ConvertError,
     convert_dataset,
@@ -25,6 +23,7 @@ from mammocad.convert import (
     reason_category,
 )
 from mammocad.io import read_png
+from mammocad.manifest import MANIFEST_COLUMNS, SKIPPED_COLUMNS
 
 
 def cbis_csv_dir() -> Path:

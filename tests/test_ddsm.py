@@ -27,7 +27,6 @@ from mammocad.sources.ddsm import (
     DdsmConfig,
     chain_to_mask,
     chain_to_points,
-    crop_box,
     fetch_ddsm,
     parse_overlay,
     read_ics,
@@ -216,16 +215,6 @@ def test_chain_to_mask_diamond_and_clipping() -> None:
     expected = np.zeros((5, 5), dtype=bool)
     expected[3:, 3:] = True
     np.testing.assert_array_equal(clipped, expected)
-
-
-def test_crop_box_margin() -> None:
-    mask = np.zeros((100, 80), dtype=bool)
-    mask[40:60, 10:70] = True  # 60 wide, 20 high
-    assert crop_box(mask) == (4, 36, 76, 64)  # 10% of 60 = 6; 10% of 20 = 2 -> 4 minimum
-    assert crop_box(mask, margin=0.0, min_margin=0) == (10, 40, 70, 60)
-    edge = np.zeros((10, 10), dtype=bool)
-    edge[0:3, 8:10] = True
-    assert crop_box(edge) == (4, 0, 10, 7)
 
 
 # --------------------------------------------------------------------------------------

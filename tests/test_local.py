@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 
 from mammocad.convert import convert_dataset
 from mammocad.dicom import SkipImage
+from mammocad.imaging import read_image
 from mammocad.io import read_png
 from mammocad.sources.layout import make_uid, write_secondary_capture
 from mammocad.sources.local import (
@@ -21,7 +22,6 @@ from mammocad.sources.local import (
     NOT_LISTED,
     LocalConfig,
     fetch_local,
-    read_image,
     read_labels,
 )
 

@@ -24,10 +24,8 @@ from mammocad.codecs.pgm import PgmError, read_pgm
 from mammocad.convert import convert_dataset
 from mammocad.io import read_png
 from mammocad.sources.mias import (
-    MIN_HALF_SIDE,
     MiasConfig,
     MiasRow,
-    crop_box,
     disc_mask,
     download_archive,
     extract_archive,
@@ -170,19 +168,10 @@ def test_read_pgm_value_table():
             read_pgm(data)
 
 
-def test_disc_mask_and_crop_box_value_table():
+def test_disc_mask_value_table():
     mask = disc_mask((7, 7), 3, 3, 1)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
     assert np.argwhere(mask).tolist() == [[2, 3], [3, 2], [3, 3], [3, 4], [4, 3]]
-    assert crop_box((1024, 1024), 599, 535, 197, 1.2) == (362, 837, 298, 773)  # half 237
-    # tiny radii get MIN_HALF_SIDE, and the box is clipped to the image
-    assert crop_box((1024, 1024), 142, 687, 3, 1.2) == (
-        142 - MIN_HALF_SIDE,
-        143 + MIN_HALF_SIDE,
-        687 - MIN_HALF_SIDE,
-        688 + MIN_HALF_SIDE,
-    )
-    assert crop_box((1024, 1024), 30, 233, 29, 1.2) == (0, 66, 198, 269)
 
 
 def test_config_validation():

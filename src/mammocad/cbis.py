@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammocad.errors import InputError, InputNotFound
+from mammocad.manifest import PATHOLOGY_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,6 @@ LESION_COLUMNS: dict[str, tuple[str, str] | None] = {
     "mass": ("mass_shape", "mass_margins"),
     "calc": ("calc_type", "calc_distribution"),
     "normal": None,
-}
-PATHOLOGY_MAP: dict[str, str] = {
-    "BENIGN": "BENIGN",
-    "BENIGN_WITHOUT_CALLBACK": "BENIGN",
-    "MALIGNANT": "MALIGNANT",
-    "NORMAL": "NORMAL",
 }
 
 #: Columns of the returned table, in order.
@@ -144,10 +139,10 @@ def _read_one(path: Path) -> pd.DataFrame:
     out["abnormality_id"] = frame["abnormality_id"]
     out["abnormality_type"] = frame["abnormality_type"].str.lower()
     out["pathology_raw"] = frame["pathology"].str.upper()
-    unknown = sorted(set(out["pathology_raw"]) - set(PATHOLOGY_MAP))
+    unknown = sorted(set(out["pathology_raw"]) - set(PATHOLOGY_CLASS))
     if unknown:
         raise InputError(f"{path.name}: unknown pathology values {unknown}")
-    out["pathology"] = out["pathology_raw"].map(PATHOLOGY_MAP)
+    out["pathology"] = out["pathology_raw"].map(PATHOLOGY_CLASS)
     for column in ("assessment", "subtlety", "breast_density"):
         out[column] = frame[column]
     lesion = LESION_COLUMNS[kind]

@@ -55,46 +55,17 @@ import pandas as pd
 
 from mammocad import cbis
 from mammocad import dicom as dicom_module
+from mammocad.boxes import bounding_box
 from mammocad.dicom import SkipImage, read_header, read_pixels
 from mammocad.errors import ExpectedError
 from mammocad.image_rules import image_problem
 from mammocad.io import atomic_dir, write_csv, write_png
+from mammocad.manifest import MANIFEST_COLUMNS, SKIPPED_COLUMNS, worst, write_manifest
 from mammocad.parallel import imap
 
 log = logging.getLogger(__name__)
 
 DATASET = "cbis-ddsm"
-
-#: manifest.csv columns, in order (the contract with every later stage).
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "kind",
-    "patient_id",
-    "dataset",
-    "official_split",
-    "laterality",
-    "view",
-    "abnormality_type",
-    "abnormality_id",
-    "pathology",
-    "pathology_raw",
-    "assessment",
-    "subtlety",
-    "breast_density",
-    "lesion_shape",
-    "lesion_margins",
-    "full_image_id",
-    "image_path",
-    "mask_path",
-    "height",
-    "width",
-    "bbox_x0",
-    "bbox_y0",
-    "bbox_x1",
-    "bbox_y1",
-    "bits_stored",
-)
-SKIPPED_COLUMNS: tuple[str, ...] = ("file", "image_id", "reason")
 
 UNREFERENCED = "not referenced by any case-description row"
 #: A source's list of series the case descriptions name but it could not provide.
@@ -117,7 +88,6 @@ REASON_CATEGORIES: tuple[tuple[str, str], ...] = (
     (r"^duplicate SOPInstanceUID", "duplicate_file"),
     (r"^" + re.escape(UNREFERENCED), "unreferenced"),
 )
-_PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic"}
 
 
@@ -277,13 +247,6 @@ def _is_binary(pixels: np.ndarray) -> bool:
     return bool(np.all((pixels == lo) | (pixels == hi)))
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the non-zero pixels, x1/y1 exclusive."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def _convert_roi(
     roi: _RoiTask, full_shape: tuple[int, int], task: _ImageTask
 ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
@@ -341,7 +304,7 @@ def _convert_roi(
     if top == pixels.min():
         return skip("empty mask: no lesion pixels", mask_path)
     mask = np.where(pixels == top, np.uint8(255), np.uint8(0))
-    x0, y0, x1, y1 = _bbox(mask)
+    x0, y0, x1, y1 = bounding_box(mask)
 
     if roi.same_series:
         position = files.index(mask_path)
@@ -435,10 +398,6 @@ def _convert_image(task: _ImageTask) -> dict[str, Any]:
 # --- the dataset-level driver -----------------------------------------------------------------
 
 
-def _worst(values: Iterable[str]) -> str:
-    return max(values, key=lambda v: _PATHOLOGY_RANK.get(v, -1))
-
-
 def _max_numeric(values: Iterable[str]) -> str:
     numbers = [v for v in values if str(v).strip().lstrip("-").isdigit()]
     return max(numbers, key=int) if numbers else ""
@@ -450,8 +409,8 @@ def _roi_id(row: pd.Series) -> str:
 
 def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dict[str, Any]:
     first = rows.iloc[0]
-    worst = _worst(rows["pathology"])
-    pathology_raw = rows.loc[rows["pathology"] == worst, "pathology_raw"].iloc[0]
+    pathology = worst(rows["pathology"])
+    pathology_raw = rows.loc[rows["pathology"] == pathology, "pathology_raw"].iloc[0]
     categories = list(dict.fromkeys(rows["category"]))
     if len(categories) > 1:
         log.warning("%s: case-description rows of several types %s", image_id, categories)
@@ -465,7 +424,7 @@ def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dic
         "view": first["view"],
         "abnormality_type": categories[0],
         "abnormality_id": "",
-        "pathology": worst,
+        "pathology": pathology,
         "pathology_raw": pathology_raw,
         "assessment": _max_numeric(rows["assessment"]),
         "subtlety": "",
@@ -843,7 +802,7 @@ def convert_dataset(
                 )
             for sub in ("full", "roi"):
                 os.replace(partial / sub, tmp / sub)
-            write_csv(tmp / "manifest.csv", manifest)
+            write_manifest(manifest, tmp / "manifest.csv", MANIFEST_COLUMNS)
             write_csv(tmp / "skipped.csv", skipped)
     except ConvertError:
         # a verdict on the data, not an interruption: nothing to resume

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mammocad.io import atomic_dir, read_png, write_csv, write_png
+from mammocad.io import atomic_dir, read_png, write_png
+from mammocad.manifest import read_manifest, write_manifest
 from mammocad.parallel import imap
 from mammocad.registry import Registry
 
@@ -316,10 +317,7 @@ def enhance_dataset(
     """
     validate(cfg)
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    manifest_path = in_dir / "manifest.csv"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"manifest not found: {manifest_path} (run the convert stage)")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    manifest = read_manifest(in_dir / "manifest.csv", ["image_path"], made_by="convert")
     images = [str(p) for p in manifest["image_path"] if p] if paths is None else list(paths)
     _warn_clip_floor(manifest, cfg)
     masks = sorted({str(p) for p in manifest.get("mask_path", []) if p})
@@ -328,5 +326,5 @@ def enhance_dataset(
         tasks += [(in_dir / p, tmp / p, cfg, True) for p in masks]
         for _ in imap(_enhance_one, tasks, workers=workers, desc="enhance"):
             pass
-        write_csv(tmp / "manifest.csv", manifest)
+        write_manifest(manifest, tmp / "manifest.csv")
     return manifest

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mammocad.io import atomic_dir, read_png, write_csv, write_png
+from mammocad.manifest import read_manifest, write_manifest
 from mammocad.parallel import imap
 
 
@@ -158,6 +159,10 @@ def _process(task: tuple[Path, Path, str, PatchesConfig]) -> bool:
     return flipped
 
 
+#: Manifest columns read for every row (ROI rows also need ``abnormality_type``).
+_USED_COLUMNS = ("image_id", "kind", "image_path", "height", "width")
+
+
 def build_patches(
     in_dir: Path, out_dir: Path, cfg: PatchesConfig, workers: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -174,10 +179,7 @@ def build_patches(
         The kept manifest, the dropped rows with reasons, and a metrics dict.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    manifest_path = in_dir / "manifest.csv"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"manifest not found: {manifest_path} (run the enhance stage)")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    manifest = read_manifest(in_dir / "manifest.csv", _USED_COLUMNS, made_by="enhance")
     rows = manifest.to_dict("records")
     kept, dropped, tasks = [], [], []
     for row in rows:
@@ -221,7 +223,7 @@ def build_patches(
         dropped_df = pd.DataFrame(
             dropped, columns=["image_id", "patient_id", "pathology", "reason"]
         )
-        write_csv(tmp / "manifest.csv", kept_df)
+        write_manifest(kept_df, tmp / "manifest.csv")
         write_csv(tmp / "dropped.csv", dropped_df)
     return kept_df, dropped_df, patches_metrics(manifest, kept_df, dropped_df)
 

@@ -8,7 +8,7 @@ one "ROI mask images" series with the crop and the binary mask; case-description
 carry ``dataset`` = ``local``.
 
 Images (found by content, searched recursively below ``root``; hidden files and folders
-are ignored):
+are ignored; read by :mod:`mammocad.imaging`):
 
 * DICOM, any transfer syntax :func:`mammocad.dicom.read_pixels` decodes; its checks apply
   (another modality such as CT, colour, multi-frame, corrupt pixel data are skipped with
@@ -51,7 +51,7 @@ Example::
 
 A finding without mask or box gets a case-description row with empty ROI paths: the image
 is kept with its pathology and ``convert`` records its ROI as missing. The ROI crop is the
-lesion's bounding box plus a margin (:func:`mammocad.sources.ddsm.crop_box`).
+lesion's bounding box plus a margin (:func:`mammocad.boxes.relative_margins`), as for DDSM.
 
 Everything that cannot be used is recorded with its reason, returned in the summary and
 written to ``local_skipped.csv`` (``file, row, reason``): files under ``root`` that no row
@@ -75,19 +75,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
-import pydicom
 
-from mammocad.dicom import SkipImage, read_pixels
+from mammocad.boxes import bounding_box, crop_box, relative_margins
+from mammocad.dicom import SkipImage
 from mammocad.errors import InputError, InputNotFound, ParamsError
 from mammocad.image_rules import size_problem
+from mammocad.imaging import LATERALITY_ALIASES, read_image
 from mammocad.io import write_csv
+from mammocad.manifest import PATHOLOGY_CLASS, VIEWS
+from mammocad.manifest import worst as worst_of
 from mammocad.parallel import imap
 from mammocad.patches import chest_wall_on_right
 from mammocad.paths import PathEscape, resolve_inside
-from mammocad.sources.ddsm import crop_box, split_patients
+from mammocad.sources.ddsm import split_patients
 from mammocad.sources.layout import (
     KIND_FILE,
     KIND_PREFIX,
@@ -116,12 +118,9 @@ SKIPPED_COLUMNS = ("file", "row", "reason")
 NOT_LISTED = "not listed in labels"
 NOT_FOUND = "listed in labels but not found"
 _PATHOLOGIES = ("NORMAL", "BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT")
-_RANK = {"NORMAL": "NORMAL", "BENIGN": "BENIGN", "BENIGN_WITHOUT_CALLBACK": "BENIGN"}
-_SIDES = {"LEFT": "LEFT", "L": "LEFT", "RIGHT": "RIGHT", "R": "RIGHT"}
-_VIEWS = ("CC", "MLO")
+_SIDES = LATERALITY_ALIASES
+_VIEWS = VIEWS
 _TYPES = {"mass": "mass", "calcification": "calcification", "calc": "calcification"}
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic"}
 
 
 @dataclass(frozen=True)
@@ -151,132 +150,6 @@ class LocalConfig:
 
 # --------------------------------------------------------------------------------------
 # reading images
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    """One decoded image.
-
-    Attributes:
-        pixels: 2-D ``uint16``, full ``0..65535`` range, bright = dense.
-        kind: ``dicom``, ``png`` or ``pgm``.
-        laterality: ``LEFT``/``RIGHT`` from a DICOM header, else ``""``.
-        view: ``CC``/``MLO`` from a DICOM header, else ``""``.
-    """
-
-    pixels: np.ndarray
-    kind: str
-    laterality: str = ""
-    view: str = ""
-
-
-def _sniff(path: Path) -> str:
-    """``png``, ``pgm``, ``dicom`` or ``""`` from the file's first bytes (and suffix)."""
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-    if head.startswith(_PNG_MAGIC):
-        return "png"
-    if re.match(rb"^P[25]\s", head):
-        return "pgm"
-    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        return "dicom"
-    return ""
-
-
-def _read_png(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise SkipImage("unreadable PNG: cannot decode")
-    if image.ndim == 3 and image.shape[2] > 1:
-        raise SkipImage(f"not greyscale: PNG with {image.shape[2]} channels")
-    image = image.reshape(image.shape[:2])
-    if image.dtype == np.uint8:
-        return image.astype(np.uint16) * 257
-    if image.dtype == np.uint16:
-        return image
-    raise SkipImage(f"unsupported PNG sample type {image.dtype}")
-
-
-def _read_pgm(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    fields: list[bytes] = []
-    pos = 0
-    # Header: magic, width, height, maxval, separated by whitespace and # comments.
-    while len(fields) < 4:
-        match = re.compile(rb"\s*(#[^\n]*\n\s*)*([^\s#]+)").match(data, pos)
-        if match is None:
-            raise SkipImage("unreadable PGM: incomplete header")
-        fields.append(match.group(2))
-        pos = match.end()
-    magic = fields[0]
-    try:
-        width, height, maxval = (int(f) for f in fields[1:])
-    except ValueError:
-        raise SkipImage("unreadable PGM: non-numeric header field") from None
-    if width <= 0 or height <= 0 or not 0 < maxval < 65536:
-        raise SkipImage(f"unreadable PGM: header {width}x{height} maxval {maxval}")
-    count = width * height
-    if magic == b"P5":
-        body = data[pos + 1 :]  # one whitespace byte ends the header
-        dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
-        if len(body) < count * dtype.itemsize:
-            raise SkipImage("unreadable PGM: truncated pixel data")
-        values = np.frombuffer(body, dtype=dtype, count=count).astype(np.int64)
-    else:
-        tokens = data[pos:].split()
-        if len(tokens) < count:
-            raise SkipImage("unreadable PGM: truncated pixel data")
-        try:
-            values = np.array([int(t) for t in tokens[:count]], dtype=np.int64)
-        except ValueError:
-            raise SkipImage("unreadable PGM: non-numeric pixel value") from None
-    if values.max(initial=0) > maxval:
-        raise SkipImage(f"unreadable PGM: values above maxval {maxval}")
-    scaled = np.rint(values * (65535 / maxval)).astype(np.uint16)
-    return scaled.reshape(height, width)
-
-
-def _dicom_side_view(path: Path) -> tuple[str, str]:
-    """``(laterality, view)`` from a DICOM header, ``""`` where it says nothing usable."""
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
-        view = str(ds.get("ViewPosition", "") or "")
-    except Exception:  # only hints; read_pixels already accepted the file
-        return "", ""
-    side = _SIDES.get(side.strip().upper(), "")
-    view = view.strip().upper()
-    return side, view if view in _VIEWS else ""
-
-
-def read_image(path: str | os.PathLike, expect_mammogram: bool = True) -> LocalImage:
-    """Reads a DICOM, PNG or PGM image into the pipeline's 16-bit representation.
-
-    Args:
-        path: the image file; its type is told by content (and ``.dcm``-like suffixes).
-        expect_mammogram: for DICOM, refuse other modalities (off for mask files).
-
-    Returns:
-        The :class:`LocalImage`.
-
-    Raises:
-        SkipImage: with a one-line reason (``not greyscale: …``, ``not a mammogram: …``,
-            ``unreadable PNG: …``, ``unsupported or corrupt file: …`` …).
-    """
-    path = Path(path)
-    try:
-        kind = _sniff(path)
-        if kind == "png":
-            return LocalImage(_read_png(path), "png")
-        if kind == "pgm":
-            return LocalImage(_read_pgm(path), "pgm")
-    except OSError as exc:
-        raise SkipImage(f"unreadable file: {exc.strerror or exc}") from None
-    if kind == "dicom":
-        image = read_pixels(path, expect_mammogram=expect_mammogram)
-        side, view = _dicom_side_view(path)
-        return LocalImage(image.pixels, "dicom", side, view)
-    raise SkipImage("unsupported or corrupt file: not a DICOM, PNG or PGM image")
 
 
 # --------------------------------------------------------------------------------------
@@ -522,14 +395,11 @@ def _assign_splits(
     """Patient → split: the labels' value, else a seeded stratified draw."""
     given: dict[str, set[str]] = {}
     worst: dict[str, str] = {}
-    order = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
     for plan in plans:
         pid = plan["patient_id"]
         if plan["split"]:
             given.setdefault(pid, set()).add(plan["split"])
-        label = _RANK.get(plan["pathology"], plan["pathology"])
-        if order[label] >= order[worst.get(pid, "NORMAL")]:
-            worst[pid] = label
+        worst[pid] = worst_of((worst.get(pid, "NORMAL"), PATHOLOGY_CLASS[plan["pathology"]]))
     for pid, values in given.items():
         if len(values) > 1:
             raise InputError(
@@ -651,7 +521,8 @@ def _write_task(task: _Task) -> dict[str, Any]:
         row.update({"breast density": "", "calc type": "", "calc distribution": ""})
     mask, reason = _lesion_mask(task, pixels.shape)
     if mask is not None:
-        x0, y0, x1, y1 = crop_box(mask)
+        box = bounding_box(mask)
+        x0, y0, x1, y1 = crop_box(box, mask.shape, relative_margins(box))
         crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
         mask8 = np.where(mask, np.uint8(255), np.uint8(0))
         crop_path, mask_path = _write_series(

@@ -94,7 +94,7 @@ from mammocad.sources.ddsm.overlay import (
     chain_to_points,
     parse_overlay,
 )
-from mammocad.sources.ddsm.write import DATASET, crop_box, to_uint16
+from mammocad.sources.ddsm.write import DATASET, to_uint16
 
 __all__ = [
     "CHAIN_STEPS",
@@ -111,7 +111,6 @@ __all__ = [
     "abnormality_mask",
     "chain_to_mask",
     "chain_to_points",
-    "crop_box",
     "decode_ljpeg",
     "fetch_ddsm",
     "parse_overlay",

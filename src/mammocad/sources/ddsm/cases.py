@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mammocad.manifest import PATHOLOGY_CLASS, SEVERITY
 from mammocad.sources.ddsm.ics import IcsInfo, read_ics
 from mammocad.sources.ddsm.overlay import Abnormality, parse_overlay
 
 _VIEWS = {"LEFT_CC", "LEFT_MLO", "RIGHT_CC", "RIGHT_MLO"}
 _PATHOLOGIES = {"MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"}
-_PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN_WITHOUT_CALLBACK": 1, "BENIGN": 1, "MALIGNANT": 2}
 
 
 def _find_file(folder: Path, view: str, suffix: str) -> Path | None:
@@ -123,7 +123,7 @@ def _plan_case(
             if len(abnormality.lesion_types) > 1:
                 counts["abnormalities_with_several_lesion_types"] += 1
             usable.append((number, abnormality))
-            if _PATHOLOGY_RANK[abnormality.pathology] > _PATHOLOGY_RANK[worst]:
+            if SEVERITY[abnormality.pathology] > SEVERITY[worst]:
                 worst = abnormality.pathology
         if not usable:
             skipped.append(
@@ -133,5 +133,5 @@ def _plan_case(
         case.plans.append(
             {"view": view, "ljpeg": ljpeg, "ics": image, "abn": tuple(usable), "normal": False}
         )
-    case.label = "BENIGN" if worst == "BENIGN_WITHOUT_CALLBACK" else worst
+    case.label = PATHOLOGY_CLASS[worst]
     return case

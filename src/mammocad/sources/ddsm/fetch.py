@@ -21,11 +21,13 @@ from mammocad.parallel import imap
 from mammocad.sources.ddsm.cases import _Case, _plan_case, _skip
 from mammocad.sources.ddsm.write import _ImageTask, _write_image
 from mammocad.sources.layout import check_test_fraction, write_case_csvs
+from mammocad.split import draw_test_patients
 
 log = logging.getLogger(__name__)
 
 #: Columns of ``ddsm_skipped.csv`` and of the summary's ``skipped`` rows.
 SKIPPED_COLUMNS = ("file", "case", "image", "reason")
+_SPLIT_STREAM = 0x0DD5  # keeps the split's random stream apart from others
 #: At most this many skipped items are listed in the summary (all are in the CSV).
 SUMMARY_SKIPS = 200
 
@@ -54,25 +56,17 @@ class DdsmConfig:
 def split_patients(labels: dict[str, str], fraction: float, seed: int) -> dict[str, str]:
     """Patient → ``train``/``test``: a seeded draw stratified by each patient's label.
 
-    Patients are shuffled within each label, the labels are laid end to end, and every
-    ``1/fraction``-th patient (from a random offset) goes to test, so each label's test
-    share is within one patient of ``fraction`` and small labels are not left out.
+    :func:`mammocad.split.draw_test_patients` with its ``systematic`` rule: each label's
+    test share is within one patient of ``fraction`` and small labels are not left out.
 
     Args:
         labels: patient id → class label (e.g. the worst pathology).
         fraction: share of patients in the test split, in [0, 1).
         seed: seed of the draw; the result does not depend on the dict's order.
     """
-    rng = np.random.default_rng([seed, 0x0DD5])
-    ordered: list[str] = []
-    for label in sorted(set(labels.values())):
-        names = sorted(p for p, lab in labels.items() if lab == label)
-        ordered.extend(names[i] for i in rng.permutation(len(names)))
-    offset = rng.random()
-    return {
-        name: "test" if int((i + 1) * fraction + offset) > int(i * fraction + offset) else "train"
-        for i, name in enumerate(ordered)
-    }
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    test = draw_test_patients(labels, fraction, rng, rule="systematic")
+    return {name: "test" if name in test else "train" for name in sorted(labels)}
 
 
 def fetch_ddsm(out_dir: Path, cfg: DdsmConfig, seed: int, workers: int = 0) -> dict[str, Any]:

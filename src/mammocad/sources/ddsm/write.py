@@ -18,16 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from mammocad.boxes import bounding_box, crop_box, relative_margins
 from mammocad.codecs.ljpeg import LjpegError, decode_ljpeg
 from mammocad.sources.ddsm.ics import IcsImage
 from mammocad.sources.ddsm.overlay import Abnormality, abnormality_mask
 from mammocad.sources.layout import KIND_FILE, subject_id, write_series
 
 DATASET = "ddsm"
-#: Crop = outline bounding box widened by this share of its side on every side (and at
-#: least ``_CROP_MIN_MARGIN`` pixels), clipped to the image.
-_CROP_MARGIN = 0.1
-_CROP_MIN_MARGIN = 4
 
 
 def to_uint16(raw: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
@@ -89,28 +86,6 @@ def _write_series(
         study_date=task.study_date,
         study_folder=lambda uid: _study_folder(task.study_date, uid),
     )
-
-
-def crop_box(
-    mask: np.ndarray, margin: float = _CROP_MARGIN, min_margin: int = _CROP_MIN_MARGIN
-) -> tuple[int, int, int, int]:
-    """Bounding box of a non-empty mask widened on every side, clipped to the image.
-
-    Args:
-        mask: 2-D array, non-zero on the lesion.
-        margin: share of the box's width (height) added left and right (top and bottom).
-        min_margin: the least number of pixels added on each side.
-
-    Returns:
-        ``(x0, y0, x1, y1)``, x1/y1 exclusive.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
-    mx = max(min_margin, int(round(margin * (x1 - x0))))
-    my = max(min_margin, int(round(margin * (y1 - y0))))
-    h, w = mask.shape
-    return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
 
 
 def _write_image(task: _ImageTask) -> dict[str, Any]:
@@ -181,7 +156,9 @@ def _write_image(task: _ImageTask) -> dict[str, Any]:
             crop_path = mask_path = ""
             mask = abnormality_mask(abnormality, pixels.shape)
             if mask.any():
-                x0, y0, x1, y1 = crop_box(mask)
+                # outline box widened by 10 % of its side (at least 4 pixels) on every side
+                box = bounding_box(mask)
+                x0, y0, x1, y1 = crop_box(box, mask.shape, relative_margins(box))
                 mask8 = np.where(mask, np.uint8(255), np.uint8(0))
                 crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
                 crop_path, mask_path = _write_series(

@@ -77,7 +77,7 @@ from mammocad.sources.mias.archive import (
     sha256_file,
 )
 from mammocad.sources.mias.fetch import MiasConfig, fetch_mias
-from mammocad.sources.mias.film import DATASET, MIN_HALF_SIDE, VIEW, crop_box, disc_mask
+from mammocad.sources.mias.film import DATASET, MIN_HALF_SIDE, VIEW, disc_mask, roi_half_side
 from mammocad.sources.mias.info import (
     BREAST_DENSITY,
     CALC_DISTRIBUTION,
@@ -108,7 +108,6 @@ __all__ = [
     "MiasConfig",
     "MiasRow",
     "PgmError",
-    "crop_box",
     "disc_mask",
     "download_archive",
     "extract_archive",
@@ -116,6 +115,7 @@ __all__ = [
     "parse_info",
     "patient_id",
     "read_pgm",
+    "roi_half_side",
     "sha256_file",
     "split_patients",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mammocad.errors import InputError, InputNotFound
+from mammocad.manifest import worst as worst_of
 from mammocad.parallel import imap
 from mammocad.sources.layout import SPLIT_PREFIX, write_case_csvs
 from mammocad.sources.mias.archive import (
@@ -25,7 +26,7 @@ from mammocad.sources.mias.archive import (
     sha256_file,
 )
 from mammocad.sources.mias.film import _convert_film, _FilmTask
-from mammocad.sources.mias.info import _PATHOLOGY_RANK, MiasRow, parse_info, split_patients
+from mammocad.sources.mias.info import MiasRow, parse_info, split_patients
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _counts(rows: Sequence[MiasRow]) -> dict[str, Any]:
     worst: dict[str, str] = {}
     for row in rows:
         old = worst.get(row.ref, "NORMAL")
-        worst[row.ref] = max(old, row.pathology, key=_PATHOLOGY_RANK.__getitem__)
+        worst[row.ref] = worst_of((old, row.pathology))
     lesions = [r for r in rows if r.abnormality_class != "NORM"]
     return {
         "images": len(worst),

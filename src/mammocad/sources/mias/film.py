@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mammocad.boxes import crop_box
 from mammocad.codecs.pgm import PgmError, read_pgm
 from mammocad.sources.layout import KIND_FILE, subject_id, write_series
 from mammocad.sources.mias.info import (
@@ -41,19 +42,10 @@ def disc_mask(shape: tuple[int, int], row: int, col: int, radius: int) -> np.nda
     return np.where(inside, np.uint8(255), np.uint8(0))
 
 
-def crop_box(
-    shape: tuple[int, int], row: int, col: int, radius: int, margin: float
-) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` (ends exclusive) of the square ROI crop.
-
-    The square is centred on the lesion with half-side ``radius × margin`` (at least
-    :data:`MIN_HALF_SIDE`), clipped to the image; it may be empty for a centre far outside.
-    """
-    half = max(math.ceil(radius * margin), MIN_HALF_SIDE)
-    height, width = shape
-    r0, r1 = max(row - half, 0), min(row + half + 1, height)
-    c0, c1 = max(col - half, 0), min(col + half + 1, width)
-    return r0, max(r1, r0), c0, max(c1, c0)
+def roi_half_side(radius: int, margin: float) -> int:
+    """Half-side of the square ROI crop around a lesion's circle: ``radius × margin``, at
+    least :data:`MIN_HALF_SIDE`."""
+    return max(math.ceil(radius * margin), MIN_HALF_SIDE)
 
 
 @dataclass(frozen=True)
@@ -156,7 +148,9 @@ def _convert_film(task: _FilmTask) -> _FilmResult:
             if centre is None or row.radius is None:
                 counts["lesions_without_coordinates"] += 1
             else:
-                r0, r1, c0, c1 = crop_box(image.shape, *centre, row.radius, task.roi_margin)
+                # the square centred on the lesion, clipped (empty for a centre far outside)
+                (r, c), half = centre, roi_half_side(row.radius, task.roi_margin)
+                c0, r0, c1, r1 = crop_box((c, r, c + 1, r + 1), image.shape, (half,) * 4)
                 mask = disc_mask(image.shape, *centre, row.radius)
                 if r1 <= r0 or c1 <= c0 or not mask.any():
                     log.warning(

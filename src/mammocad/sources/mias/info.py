@@ -4,12 +4,14 @@ and the seeded, stratified patient split (see :mod:`mammocad.sources.mias`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from mammocad.manifest import SEVERITY
+from mammocad.split import draw_test_patients
 
 #: Side length of a mini-MIAS film, in pixels.
 IMAGE_SIZE = 1024
@@ -36,7 +38,6 @@ MASS_DESCRIPTORS: dict[str, tuple[str, str]] = {
 }
 #: CBIS-DDSM ``calc distribution`` of a calcification row with / without coordinates.
 CALC_DISTRIBUTION: dict[bool, str] = {True: "CLUSTERED", False: "DIFFUSELY_SCATTERED"}
-_PATHOLOGY_RANK = {"NORMAL": 0, "BENIGN": 1, "MALIGNANT": 2}
 _REF = re.compile(r"mdb\d{3}", re.IGNORECASE)
 #: ``*NOTE 3*`` stands where the coordinates of widely distributed calcifications would be.
 _NOTE = re.compile(r"\*?\s*NOTE\s*\d*\s*\*?", re.IGNORECASE)
@@ -189,20 +190,16 @@ def split_patients(rows: Sequence[MiasRow], test_fraction: float, seed: int) -> 
     """Draws the ``train``/``test`` file of every patient, stratified by worst pathology.
 
     Each stratum (patients whose worst finding is normal, benign or malignant) sends
-    ``round(test_fraction × size)`` patients, drawn with ``seed``, to ``test``.
+    ``round(test_fraction × size)`` patients (halves up), drawn with ``seed``, to ``test``
+    (:func:`mammocad.split.draw_test_patients`, rule ``half_up``).
 
     Returns:
         Patient number → ``"train"`` or ``"test"``, in patient order.
     """
     worst: dict[int, int] = {}
     for row in rows:
-        rank = _PATHOLOGY_RANK[row.pathology]
+        rank = SEVERITY[row.pathology]
         worst[row.patient_number] = max(worst.get(row.patient_number, 0), rank)
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
-    split: dict[int, str] = {}
-    for rank in sorted(_PATHOLOGY_RANK.values()):
-        members = sorted(p for p, w in worst.items() if w == rank)
-        n_test = math.floor(test_fraction * len(members) + 0.5)
-        chosen = {members[i] for i in rng.permutation(len(members))[:n_test]}
-        split.update({p: "test" if p in chosen else "train" for p in members})
-    return dict(sorted(split.items()))
+    test = draw_test_patients(worst, test_fraction, rng, rule="half_up")
+    return {p: "test" if p in test else "train" for p in sorted(worst)}

@@ -9,6 +9,7 @@ import math
 import cv2
 import numpy as np
 
+from mammocad.boxes import bounding_box, crop_box
 from mammocad.sources.synthetic.anatomy import _anatomy
 from mammocad.sources.synthetic.lesions import (
     _Lesion,
@@ -118,17 +119,12 @@ def _crop_box(rng: np.random.Generator, mask: np.ndarray) -> tuple[int, int, int
 
     An elongated lesion gets tight margins so its crop stays elongated.
     """
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    box = bounding_box(mask)
+    x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
     # One margin for the four sides (with a little jitter) keeps the crop's aspect close to
     # the lesion's, so only truly elongated lesions give elongated crops.
     base = rng.uniform(0.02, 0.06) if max(bw / bh, bh / bw) > 2.5 else rng.uniform(0.05, 0.25)
     m = base * rng.uniform(0.8, 1.2, 4)
-    return (
-        max(0, x0 - int(m[0] * bw) - 2),
-        max(0, y0 - int(m[1] * bh) - 2),
-        min(w, x1 + int(m[2] * bw) + 2),
-        min(h, y1 + int(m[3] * bh) + 2),
-    )
+    margins = (int(m[0] * bw) + 2, int(m[1] * bh) + 2, int(m[2] * bw) + 2, int(m[3] * bh) + 2)
+    return crop_box(box, mask.shape, margins)
