@@ -7,7 +7,9 @@ import logging
 import pandas as pd
 
 from mammocad.augment import AugmentConfig, augment_dataset
-from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages import layout
+from stages.common import load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.augment")
 
@@ -17,11 +19,11 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("augment", seed)
     cfg = section(params, "augment", AugmentConfig)
-    frame = pd.read_csv(ROOT / "data/split/split.csv", keep_default_na=False)
+    frame = pd.read_csv(at(layout.SPLIT_TABLE), keep_default_na=False)
     out = augment_dataset(
         frame,
-        ROOT / "data/patches",
-        ROOT / "data/augmented",
+        at(layout.PATCHES),
+        at(layout.AUGMENTED),
         cfg,
         seed,
         workers=scalar(params, "workers", int, 0),

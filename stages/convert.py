@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from mammocad.convert import ConvertError, convert_dataset
 from mammocad.errors import check_output_dir
 from mammocad.io import write_json
-from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages import layout
+from stages.common import load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.convert")
 
@@ -30,18 +32,18 @@ def main() -> None:
     start("convert")
     cfg = section(params, "convert", ConvertParams)
     # Checked before any work: hours of decoding must not end in an unwritable folder.
-    check_output_dir(ROOT / "data/converted", "data/converted")
-    check_output_dir(ROOT / "metrics", "metrics")
+    check_output_dir(at(layout.CONVERTED), layout.CONVERTED)
+    check_output_dir(at(layout.METRICS), layout.METRICS)
     try:
         result = convert_dataset(
-            ROOT / "data/raw",
-            ROOT / "data/converted",
+            at(layout.RAW),
+            at(layout.CONVERTED),
             workers=scalar(params, "workers", int, 0),
             max_skipped_fraction=cfg.max_skipped_fraction,
         )
     except ConvertError as exc:
         raise SystemExit(f"convert failed: {exc}") from None
-    write_json(ROOT / "metrics/convert.json", result.metrics)
+    write_json(at(layout.CONVERT_METRICS), result.metrics)
     log.info("convert: %s", result.metrics)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from mammocad.errors import ParamsError, check_output_dir
 from mammocad.paths import is_inside
 from mammocad.sources import DataConfig, download
+from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.download")
 
@@ -56,13 +58,13 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("download", seed)
     cfg = section(params, "data", DataConfig)
-    raw = ROOT / "data/raw"
+    raw = at(layout.RAW)
     check_paths(cfg, raw)
     # Checked before any work: a long download must not end in an unwritable folder.
-    check_output_dir(raw, "data/raw")
+    check_output_dir(raw, layout.RAW)
     check_output_dir(ROOT / cfg.download_dir, "data.download_dir")
     summary = download(raw, cfg, seed, workers=scalar(params, "workers", int, 0))
-    log.info("data/raw written from source %r: %s", cfg.source, summary)
+    log.info("%s written from source %r: %s", layout.RAW, cfg.source, summary)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from mammocad.enhance import EnhanceConfig, enhance_dataset
-from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages import layout
+from stages.common import load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.enhance")
 
@@ -15,7 +17,7 @@ def main() -> None:
     start("enhance")
     cfg = section(params, "enhance", EnhanceConfig)
     workers = scalar(params, "workers", int, 0)
-    manifest = enhance_dataset(ROOT / "data/converted", ROOT / "data/enhanced", cfg, workers)
+    manifest = enhance_dataset(at(layout.CONVERTED), at(layout.ENHANCED), cfg, workers)
     log.info("enhanced %d manifest rows with %s", len(manifest), " -> ".join(cfg.chain))
 
 

@@ -18,6 +18,7 @@ from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_confusion, write_curve
 from mammocad.timing import read_metrics, write_metrics
 from mammocad.tracking import log_run
+from stages import layout
 from stages.common import (
     ROOT,
     load_params,
@@ -28,6 +29,7 @@ from stages.common import (
     section,
     start,
 )
+from stages.layout import at
 
 log = logging.getLogger("stages.evaluate")
 
@@ -40,14 +42,14 @@ def main(backbone: str) -> None:
     seed = scalar(params, "seed", int, 42)
     start(f"evaluate@{backbone}", seed)
     cfg = section(params, "evaluate", EvaluateParams)
-    ckpt_path = ROOT / f"models/{backbone}.pt"
+    ckpt_path = at(layout.checkpoint(backbone))
     model, ckpt = load_trained_backbone(ckpt_path)
     norm = ckpt["config"]["input"]
-    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "roi")
+    frames = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "roi")
     sets = {
         name: ImageSet(
             frames[name],
-            ROOT / "data/patches",
+            at(layout.PATCHES),
             label_malignant,
             channels=3,
             mean=norm["mean"],
@@ -59,17 +61,15 @@ def main(backbone: str) -> None:
     result = evaluate_model(model, sets["val"], sets["test"], cfg, seed, checkpoint=ckpt_path)
     curves = result.pop("curves")
     predictions = result.pop("predictions")
-    train_info = read_metrics(ROOT / f"metrics/train/{backbone}.json", ROOT)
+    train_info = read_metrics(at(layout.train_metrics(backbone)), ROOT)
     result["init"] = train_info["init"]
     result["best_epoch"] = train_info["best_epoch"]
-    write_metrics(ROOT / f"metrics/eval/{backbone}.json", result, ROOT)
-    write_curve(ROOT / f"metrics/curves/roc/{backbone}.csv", curves["roc"], "fpr", "tpr", backbone)
-    write_curve(
-        ROOT / f"metrics/curves/pr/{backbone}.csv", curves["pr"], "recall", "precision", backbone
-    )
-    write_json(ROOT / f"metrics/predictions/{backbone}.json", predictions)
+    write_metrics(at(layout.eval_metrics(backbone)), result, ROOT)
+    write_curve(at(layout.roc_curve(backbone)), curves["roc"], "fpr", "tpr", backbone)
+    write_curve(at(layout.pr_curve(backbone)), curves["pr"], "recall", "precision", backbone)
+    write_json(at(layout.predictions(backbone)), predictions)
     write_confusion(
-        ROOT / f"metrics/confusion/{backbone}.csv",
+        at(layout.confusion(backbone)),
         [row["label"] for row in predictions],
         [row["prob"] for row in predictions],
         result["threshold"],
@@ -95,9 +95,9 @@ def main(backbone: str) -> None:
             "train": {k: v for k, v in train_info.items() if k not in ("config", "history")},
         },
         history=train_info["history"],
-        artifacts=[ROOT / f"metrics/curves/roc/{backbone}.csv"],
+        artifacts=[at(layout.roc_curve(backbone))],
         tags={"stage": "evaluate", "model": backbone, "init": train_info["init"]},
-        artifact_root=ROOT / "mlartifacts",
+        artifact_root=at(layout.MLFLOW_ARTIFACTS),
         model=ModelSpec(ckpt_path, grey.numpy(), registered_name(backbone) if champion else None),
     )
     t = result["test"]

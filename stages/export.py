@@ -9,7 +9,9 @@ import sys
 from mammocad.experiment import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
 from mammocad.timing import write_metrics
+from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.export")
 
@@ -19,12 +21,10 @@ def main(backbone: str) -> None:
     seed = scalar(params, "seed", int, 42)
     start(f"export@{backbone}", seed)
     cfg = section(params, "export", ExportConfig)
-    ckpt_path = ROOT / f"models/{backbone}.pt"
+    ckpt_path = at(layout.checkpoint(backbone))
     model, ckpt = load_trained_backbone(ckpt_path)
-    threshold = json.loads((ROOT / f"metrics/eval/{backbone}.json").read_text())["threshold"]
-    calibration, test = patch_sets(
-        ROOT / "data/split", ROOT / "data/augmented", ROOT / "data/patches"
-    )
+    threshold = json.loads((at(layout.eval_metrics(backbone))).read_text())["threshold"]
+    calibration, test = patch_sets(at(layout.SPLIT), at(layout.AUGMENTED), at(layout.PATCHES))
     record = export_backbone(
         model,
         ckpt,
@@ -32,11 +32,11 @@ def main(backbone: str) -> None:
         test,
         threshold,
         cfg,
-        ROOT / f"models/export/{backbone}",
+        at(layout.export_folder(backbone)),
         seed=seed,
         checkpoint_path=ckpt_path,
     )
-    write_metrics(ROOT / f"metrics/export/{backbone}.json", record, ROOT)
+    write_metrics(at(layout.export_metrics(backbone)), record, ROOT)
     log.info(
         "%s: int8 %.2fx faster than eager PyTorch, accuracy %s -> %s, agreement %.3f",
         backbone,

@@ -22,7 +22,9 @@ from mammocad.experiment import (
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
 from mammocad.timing import write_metrics
+from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start, training_device
+from stages.layout import at
 
 log = logging.getLogger("stages.finetune")
 
@@ -35,11 +37,11 @@ def main(backbone: str) -> None:
         cfg = resolve_finetune(params.get("finetune") or {}, backbone)
     except (ConfigError, ValueError, KeyError) as exc:
         raise SystemExit(f"params.yaml: {exc}") from None
-    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "roi")
+    frames = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "roi")
     roots = {
-        "train": ROOT / "data/augmented",
-        "val": ROOT / "data/patches",
-        "test": ROOT / "data/patches",
+        "train": at(layout.AUGMENTED),
+        "val": at(layout.PATCHES),
+        "test": at(layout.PATCHES),
     }
     with session() as ctx:
         training_device(cfg.train, ctx, "finetune.train")
@@ -55,10 +57,10 @@ def main(backbone: str) -> None:
         "patches": params_dict(section(params, "patches", PatchesConfig)),
         "patch_px": trained.info["patch_px"],
     }
-    save_trained(ROOT / f"models/{backbone}.pt", trained, config)
-    write_history(ROOT / f"metrics/history/{backbone}.csv", trained.fit.history)
+    save_trained(at(layout.checkpoint(backbone)), trained, config)
+    write_history(at(layout.history(backbone)), trained.fit.history)
     write_metrics(
-        ROOT / f"metrics/train/{backbone}.json",
+        at(layout.train_metrics(backbone)),
         {**trained.info, "config": config, "history": trained.fit.history},
         ROOT,
     )

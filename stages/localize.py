@@ -28,7 +28,9 @@ from mammocad.system import (
 )
 from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
+from stages import layout
 from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.localize")
 
@@ -39,12 +41,12 @@ def main() -> None:
     start("localize", seed)
     cfg = section(params, "localize", LocalizeConfig)
     eval_cfg = section(params, "evaluate", EvaluateParams)
-    model, ckpt = load_trained_backbone(ROOT / f"models/{cfg.backbone}.pt")
+    model, ckpt = load_trained_backbone(at(layout.checkpoint(cfg.backbone)))
     norm, patch_px = ckpt["config"]["input"], float(ckpt["config"]["patch_px"])
-    shallow, shallow_ckpt = load_shallow(ROOT / f"models/{SHALLOW}.pt")
-    shallow_metrics = json.loads((ROOT / f"metrics/{SHALLOW}.json").read_text())
+    shallow, shallow_ckpt = load_shallow(at(layout.checkpoint(SHALLOW)))
+    shallow_metrics = json.loads((at(layout.SHALLOW_METRICS)).read_text())
     positive = shallow_ckpt["config"]["shallow"]["positive"]
-    split = pd.read_csv(ROOT / "data/split/split.csv", keep_default_na=False)
+    split = pd.read_csv(at(layout.SPLIT_TABLE), keep_default_na=False)
     test = split[(split["split"] == "test") & (split["kind"] == "full")]
     test = test.sort_values("image_id").reset_index(drop=True)
 
@@ -54,14 +56,14 @@ def main() -> None:
         patch_px,
         norm["mean"],
         norm["std"],
-        ROOT / "data/enhanced",
+        at(layout.ENHANCED),
         test["image_id"],
-        ROOT / "data/localize",
+        at(layout.LOCALIZED),
         cfg,
         input_size=int(ckpt["config"]["patches"]["image_size"]),
     )
     metrics = {**result.metrics, "init": ckpt["metrics"]["init"]}
-    prob = shallow_probabilities(shallow, shallow_ckpt, test, ROOT / "data/patches")
+    prob = shallow_probabilities(shallow, shallow_ckpt, test, at(layout.PATCHES))
     system = evaluate_system(
         attach_shallow(result.images, test, prob),
         result.candidates,
@@ -76,24 +78,24 @@ def main() -> None:
         backbone=cfg.backbone, method=cfg.method, froc_candidates=cfg.froc_candidates
     )
 
-    shown = ROOT / "reports/localize"
+    shown = at(layout.REPORT_OVERLAYS)
     shutil.rmtree(shown, ignore_errors=True)
     shown.mkdir(parents=True)
     for image_id in result.lesion_images["image_id"][: cfg.report_overlays]:
-        shutil.copy2(ROOT / f"data/localize/{image_id}.png", shown / f"{image_id}.png")
-    write_json(ROOT / "metrics/localize.json", metrics)
+        shutil.copy2(at(layout.LOCALIZED) / f"{image_id}.png", shown / f"{image_id}.png")
+    write_json(at(layout.LOCALIZE_METRICS), metrics)
     write_csv(
-        ROOT / "metrics/localize_images.csv",
+        at(layout.LOCALIZE_IMAGES),
         result.lesion_images[
             ["image_id", "pathology", "hit", "iou", "dice", "chance_hit", "chance_iou",
              "chance_dice"]
         ],
     )  # fmt: skip
-    write_metrics(ROOT / "metrics/system.json", system.metrics, ROOT)
-    write_csv(ROOT / "data/localize/system_images.csv", system.images)
+    write_metrics(at(layout.SYSTEM_METRICS), system.metrics, ROOT)
+    write_csv(at(layout.SYSTEM_IMAGES), system.images)
     curves = []
     for name, curve in system.frocs.items():
-        curves.append(ROOT / f"metrics/froc/{name}.csv")
+        curves.append(at(layout.froc_curve(name)))
         write_csv(curves[-1], pd.DataFrame(curve.rows()))
 
     uri, experiment = mlflow_settings(params)
@@ -110,7 +112,7 @@ def main() -> None:
         metrics={**metrics, "system": system.metrics},
         artifacts=[*sorted(shown.glob("*.png")), *curves],
         tags={"stage": "localize", "model": cfg.backbone},
-        artifact_root=ROOT / "mlartifacts",
+        artifact_root=at(layout.MLFLOW_ARTIFACTS),
     )
     auc, froc = system.metrics["auc"], system.metrics["froc"]["patch_network"]
     log.info(

@@ -6,7 +6,9 @@ import logging
 
 from mammocad.io import write_json
 from mammocad.patches import PatchesConfig, build_patches
-from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages import layout
+from stages.common import load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.patches")
 
@@ -16,8 +18,8 @@ def main() -> None:
     start("patches")
     cfg = section(params, "patches", PatchesConfig)
     workers = scalar(params, "workers", int, 0)
-    _, _, metrics = build_patches(ROOT / "data/enhanced", ROOT / "data/patches", cfg, workers)
-    write_json(ROOT / "metrics/patches.json", metrics)
+    _, _, metrics = build_patches(at(layout.ENHANCED), at(layout.PATCHES), cfg, workers)
+    write_json(at(layout.PATCHES_METRICS), metrics)
     log.info("patches: %s", metrics)
 
 

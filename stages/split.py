@@ -13,7 +13,9 @@ from mammocad.split import (
     check_disjoint,
     split_metrics,
 )
-from stages.common import ROOT, load_params, run_stage, scalar, section, start
+from stages import layout
+from stages.common import load_params, run_stage, scalar, section, start
+from stages.layout import at
 
 log = logging.getLogger("stages.split")
 
@@ -23,15 +25,15 @@ def main() -> None:
     seed = scalar(params, "seed", int, 42)
     start("split", seed)
     cfg = section(params, "split", SplitConfig)
-    manifest = read_manifest(ROOT / "data/patches/manifest.csv", USED_COLUMNS, made_by="patches")
+    manifest = read_manifest(at(layout.PATCH_MANIFEST), USED_COLUMNS, made_by="patches")
     frame = assign_splits(manifest, cfg, seed)
     check_disjoint(frame)
-    with atomic_dir(ROOT / "data/split") as tmp:
+    with atomic_dir(at(layout.SPLIT)) as tmp:
         write_csv(tmp / "split.csv", frame)
         for name, part in frame.groupby("split"):
             write_csv(tmp / f"{name}.csv", part)
     metrics = split_metrics(frame)
-    write_json(ROOT / "metrics/split.json", metrics)
+    write_json(at(layout.SPLIT_METRICS), metrics)
     log.info("split: %s", metrics)
 
 

@@ -25,6 +25,7 @@ from mammocad.patches import PatchesConfig
 from mammocad.plots import write_confusion, write_curve, write_history
 from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
+from stages import layout
 from stages.common import (
     ROOT,
     load_params,
@@ -35,6 +36,7 @@ from stages.common import (
     start,
     training_device,
 )
+from stages.layout import at
 
 log = logging.getLogger("stages.train_shallow")
 
@@ -48,18 +50,18 @@ def main() -> None:
     start("train_shallow", seed)
     cfg = section(params, "shallow", ShallowParams)
     eval_cfg = section(params, "evaluate", EvaluateParams)
-    frames = read_split(ROOT / "data/split", ROOT / "data/augmented", "full")
+    frames = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "full")
     roots = {
-        "train": ROOT / "data/augmented",
-        "val": ROOT / "data/patches",
-        "test": ROOT / "data/patches",
+        "train": at(layout.AUGMENTED),
+        "val": at(layout.PATCHES),
+        "test": at(layout.PATCHES),
     }
     with session() as ctx:
         training_device(cfg.train, ctx, "shallow.train")
         trained = train_shallow(cfg, frames, roots, seed)
     if not ctx.is_main:
         return
-    ckpt = ROOT / f"models/{SHALLOW}.pt"
+    ckpt = at(layout.checkpoint(SHALLOW))
     config = {
         "shallow": params_dict(cfg),
         "seed": seed,
@@ -73,17 +75,17 @@ def main() -> None:
     )
     curves = result.pop("curves")
     predictions = result.pop("predictions")
-    write_history(ROOT / f"metrics/history/{SHALLOW}.csv", trained.fit.history)
-    write_curve(ROOT / f"metrics/curves/roc/{SHALLOW}.csv", curves["roc"], "fpr", "tpr", SHALLOW)
+    write_history(at(layout.history(SHALLOW)), trained.fit.history)
+    write_curve(at(layout.roc_curve(SHALLOW)), curves["roc"], "fpr", "tpr", SHALLOW)
     write_confusion(
-        ROOT / f"metrics/confusion/{SHALLOW}.csv",
+        at(layout.confusion(SHALLOW)),
         [row["label"] for row in predictions],
         [row["prob"] for row in predictions],
         result["threshold"],
         CLASSES[cfg.positive],
     )
     metrics = {"train": trained.info, **result}
-    write_metrics(ROOT / f"metrics/{SHALLOW}.json", metrics, ROOT)
+    write_metrics(at(layout.SHALLOW_METRICS), metrics, ROOT)
     uri, experiment = mlflow_settings(params)
     log_run(
         uri,
@@ -98,7 +100,7 @@ def main() -> None:
         metrics=metrics,
         history=trained.fit.history,
         tags={"stage": "train_shallow", "model": SHALLOW},
-        artifact_root=ROOT / "mlartifacts",
+        artifact_root=at(layout.MLFLOW_ARTIFACTS),
         # input example: the first test mammogram, grey in [0, 1] as deployments get it
         model=ModelSpec(
             ckpt,

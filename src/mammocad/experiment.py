@@ -22,6 +22,7 @@ from torch import nn
 
 from mammocad.checkpoint import load_checkpoint, save_checkpoint
 from mammocad.config import from_dict, to_dict
+from mammocad.entries import SHALLOW, backbone_of
 from mammocad.evaluate import (
     binary_metrics,
     bootstrap_ci,
@@ -43,8 +44,6 @@ from mammocad.timing import split_timing
 from mammocad.train import FitResult, TrainConfig, fit, predict_proba
 
 log = logging.getLogger(__name__)
-
-SHALLOW = "shallow_cnn"
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,6 @@ class FinetuneParams:
     freeze: Literal["default", "none"] = "default"
     bn_stats: Literal["auto", "train", "frozen"] = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-#: Separates a backbone name from a variant tag in a ``finetune.backbones`` entry, as in
-#: ``mobilenet_v1-scratch``: the same architecture, trained with the entry's overrides.
-VARIANT_SEP = "-"
-
-
-def backbone_of(entry: str) -> str:
-    """The registered backbone of a ``finetune.backbones`` entry (``a-b`` → ``a``)."""
-    return entry.split(VARIANT_SEP, 1)[0]
 
 
 @dataclass(frozen=True)

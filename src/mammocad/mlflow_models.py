@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mammocad.entries import SHALLOW
 from mammocad.errors import ExpectedError
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ CHAMPION = "champion"
 REGISTERED_PREFIX = "mammocad-"
 #: Name of the logged model inside its run.
 MODEL_NAME = "model"
-#: Registry name of the shallow CNN's checkpoint (``mammocad.experiment.SHALLOW``).
-SHALLOW = "shallow_cnn"
 #: The packages whose versions the model's pip requirements pin.
 _PINNED = ("torch", "torchvision", "timm", "numpy")
 
