@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mammocad.config import ConfigError, from_dict, to_dict
+from mammocad.config import ConfigError, from_dict, keyed_sections, to_dict
 from mammocad.enhance import EnhanceConfig
 from mammocad.registry import Registry
 
@@ -47,3 +47,26 @@ def test_registry_duplicates_and_unknown_names():
         reg.add("a", 2)
     with pytest.raises(KeyError, match="unknown thing 'b'; valid names: a"):
         reg.get("b")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    depth: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Open:
+    name: str = "x"
+    parts: dict = keyed_sections(lambda: {"left": _Inner, "right": _Inner})
+
+
+def test_keyed_sections_sit_beside_the_own_keys():
+    cfg = from_dict(_Open, {"name": "y", "left": {"depth": 2}}, "open")
+    assert cfg.name == "y" and cfg.parts == {"left": _Inner(2)}  # absent keys left out
+    assert to_dict(cfg) == {"name": "y", "left": {"depth": 2}}
+    with pytest.raises(ConfigError, match=r"'open\.left\.deep'; valid keys: depth"):
+        from_dict(_Open, {"left": {"deep": 2}}, "open")
+    with pytest.raises(ConfigError, match=r"'open\.middle'; valid keys: left, name, right"):
+        from_dict(_Open, {"middle": {}}, "open")
+    with pytest.raises(ConfigError, match=r"'open\.right\.depth': expected an integer"):
+        from_dict(_Open, {"right": {"depth": "2"}}, "open")

@@ -3,6 +3,9 @@
 Stages read ``params.yaml`` and hand each section to :func:`from_dict`; the library itself
 never reads files for configuration. Unknown or mistyped keys fail with the dotted key's
 name, so a typo in ``params.yaml`` cannot silently fall back to a default.
+
+A section whose sub-sections come from a registry (``data``: one per data source) holds them
+in one :func:`keyed_sections` field, so that a new entry of the registry needs no new field.
 """
 
 from __future__ import annotations
@@ -10,13 +13,33 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: Field metadata naming the function that lists a :func:`keyed_sections` field's keys.
+_KEYED = "mammocad.config.keyed_sections"
+
 
 class ConfigError(ValueError):
     """A params section has an unknown, missing or mistyped key."""
+
+
+def keyed_sections(types_of: Callable[[], Mapping[str, type]]) -> Any:
+    """A dataclass field holding sub-sections whose keys sit beside the dataclass's own.
+
+    In the params the sub-sections are ordinary keys (``data.mias``, ``data.ddsm``); in the
+    dataclass they are one mapping, key → section. ``types_of()`` gives the valid keys and
+    the dataclass type of each when a section is parsed (a registry, typically), so an
+    entry registered later is a valid key without a new field. :func:`from_dict` puts the
+    keys present in the data into the mapping (the owning dataclass fills in the others),
+    and :func:`to_dict` writes each back under its key.
+
+    Args:
+        types_of: returns the valid keys and their types.
+    """
+    return dataclasses.field(default_factory=dict, hash=False, metadata={_KEYED: types_of})
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -36,11 +59,23 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    keyed: dict[str, tuple[str, Any]] = {}  # params key -> (field, section type)
+    for name, field in list(fields.items()):
+        if _KEYED in field.metadata:
+            del fields[name]
+            for key, tp in field.metadata[_KEYED]().items():
+                keyed[key] = (name, tp)
+    if set(keyed) & set(fields):
+        raise TypeError(f"{cls.__name__}: keyed sections {sorted(set(keyed) & set(fields))} clash")
+    unknown = sorted(set(data) - set(fields) - set(keyed))
     if unknown:
         key = _join(where, unknown[0])
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}")
-    kwargs = {}
+        valid = ", ".join(sorted([*fields, *keyed]))
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+    kwargs: dict[str, Any] = {name: {} for name, _ in keyed.values()}
+    for key, (name, tp) in keyed.items():
+        if key in data:
+            kwargs[name][key] = _coerce(tp, data[key], _join(where, key))
     for name, field in fields.items():
         key = _join(where, name)
         if name not in data:
@@ -57,7 +92,14 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 def to_dict(obj: Any) -> Any:
     """Turns a config dataclass back into plain dicts and lists (for logging and metrics)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if _KEYED in f.metadata:
+                out.update({key: to_dict(section) for key, section in value.items()})
+            else:
+                out[f.name] = to_dict(value)
+        return out
     if isinstance(obj, tuple | list):
         return [to_dict(v) for v in obj]
     return obj
