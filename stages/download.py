@@ -14,29 +14,16 @@ from stages.layout import at
 
 log = logging.getLogger("stages.download")
 
-#: Params naming paths the download reads (or keeps between runs).
-PATH_KEYS = (
-    "download_dir",
-    "cbis_ddsm.csv_dir",
-    "cbis_ddsm.root",
-    "cbis_ddsm.manifest",
-    "mias.archive",
-    "ddsm.root",
-    "local.root",
-    "local.labels",
-)
-
 
 def check_paths(cfg: DataConfig, raw: Path) -> None:
     """Refuses path params that lie inside ``data/raw``, which the stage replaces whole.
 
+    They are ``data.download_dir`` and those each source registers (``data.mias.archive``).
+
     Raises:
         ParamsError: naming the key.
     """
-    for key in PATH_KEYS:
-        value: object = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
+    for key, value in cfg.path_params().items():
         if not value:
             continue
         path = (ROOT / Path(str(value)).expanduser()).resolve()

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from shared_data import require, shared_dir
 
+from mammocad.config import to_dict
 from mammocad.convert import convert_dataset
-from mammocad.sources import SOURCES, DataConfig, download, link_tree, merge_case_descriptions
+from mammocad.sources import (
+    SOURCES,
+    DataConfig,
+    download,
+    link_tree,
+    merge_case_descriptions,
+    register_source,
+)
+from mammocad.sources.ddsm import DdsmConfig
 from mammocad.sources.mias import MiasConfig
 from mammocad.sources.synthetic import SyntheticConfig
 from mammocad.split import SplitConfig, assign_splits, check_disjoint
+from stages.common import section
 
 TINY = SyntheticConfig(n_patients=4, image_height=256)
 
@@ -20,11 +33,82 @@ TINY = SyntheticConfig(n_patients=4, image_height=256)
 def test_registry_names_every_source():
     assert SOURCES.names() == ["cbis-ddsm", "ddsm", "local", "mias", "synthetic"]
     with pytest.raises(KeyError, match="unknown data source 'inbreast'; valid names: cbis"):
-        download(__import__("pathlib").Path("/nonexistent"), DataConfig(source="inbreast"), 0)
+        download(Path("/nonexistent"), DataConfig(source="inbreast"), 0)
+
+
+@dataclass(frozen=True)
+class DummyConfig:
+    """Settings of a source defined in this test only."""
+
+    rows: int = 1
+    folder: str = ""
+
+
+@pytest.fixture
+def dummy_source(monkeypatch):
+    """Registers a ``dummy`` source for one test, as a source module does."""
+    monkeypatch.setattr(SOURCES, "_items", dict(SOURCES._items))  # undone after the test
+
+    @register_source("dummy", DummyConfig, paths=("folder",))
+    def fetch_dummy(out_dir: Path, cfg: DummyConfig, seed: int, workers: int = 0) -> dict:
+        (out_dir / "csv").mkdir(parents=True)
+        (out_dir / "csv/rows.txt").write_text("row\n" * cfg.rows)
+        return {"rows": cfg.rows, "seed": seed}
+
+    return fetch_dummy
+
+
+def test_a_registered_source_needs_no_other_edit(dummy_source, tmp_path):
+    params: dict[str, Any] = {"data": {"source": "dummy", "dummy": {"rows": 3, "folder": "d"}}}
+    cfg = section(params, "data", DataConfig)
+    assert cfg.settings("dummy") == DummyConfig(rows=3, folder="d")
+    assert cfg.settings("mias") == MiasConfig()  # the others keep their defaults
+    assert cfg.path_params()["dummy.folder"] == "d"
+    assert to_dict(cfg)["dummy"] == {"rows": 3, "folder": "d"}
+    assert download(tmp_path / "raw", cfg, seed=5) == {"rows": 3, "seed": 5}
+    assert (tmp_path / "raw/csv/rows.txt").read_text() == "row\n" * 3
+    meta = json.loads((tmp_path / "raw/source.json").read_text())
+    assert meta["source"] == ["dummy"] and meta["config"]["dummy"] == {"rows": 3, "folder": "d"}
+    with pytest.raises(SystemExit, match=r"'data\.dummy\.row'; valid keys: folder, rows$"):
+        section({"data": {"dummy": {"row": 3}}}, "data", DataConfig)
+    with pytest.raises(SystemExit, match=r"'data\.dummy\.rows': expected an integer"):
+        section({"data": {"dummy": {"rows": "3"}}}, "data", DataConfig)
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(SystemExit, match=r"unknown config key 'data\.mias\.archve'"):
+        section({"data": {"source": "mias", "mias": {"archve": "x"}}}, "data", DataConfig)
+    with pytest.raises(SystemExit, match=r"unknown config key 'data\.foo'; valid keys: cbis"):
+        section({"data": {"foo": {}}}, "data", DataConfig)
+    with pytest.raises(ValueError, match="unknown data section 'foo'"):
+        DataConfig(sections={"foo": MiasConfig()})
+    with pytest.raises(TypeError, match="data.mias must be a MiasConfig, got DdsmConfig"):
+        DataConfig(sections={"mias": DdsmConfig()})
+
+
+def test_defaults_are_each_source_config_defaults():
+    cfg = section({}, "data", DataConfig)
+    assert cfg == DataConfig()
+    assert cfg.source == "synthetic" and cfg.download_dir == "data/downloads"
+    assert {key: type(value) for key, value in cfg.sections.items()} == {
+        spec.key: spec.config for spec in map(SOURCES.get, SOURCES)
+    }
+    assert all(value == type(value)() for value in cfg.sections.values())
+
+
+def test_duplicate_names_and_keys_are_refused(dummy_source):
+    with pytest.raises(ValueError, match="duplicate data source name 'dummy'"):
+        register_source("dummy", DummyConfig, key="dummy2")(dummy_source)
+    with pytest.raises(ValueError, match=r"the key data\.dummy is taken"):
+        register_source("other", DummyConfig, key="dummy")(dummy_source)
+    with pytest.raises(ValueError, match=r"the key data\.source is taken"):
+        register_source("source", DummyConfig)(dummy_source)
+    with pytest.raises(ValueError, match="DummyConfig has no 'root'"):
+        register_source("other", DummyConfig, paths=("root",))(dummy_source)
 
 
 def test_single_source_names_its_dataset(tmp_path):
-    download(tmp_path / "raw", DataConfig(synthetic=TINY), seed=1, workers=1)
+    download(tmp_path / "raw", DataConfig(sections={"synthetic": TINY}), seed=1, workers=1)
     meta = json.loads((tmp_path / "raw/source.json").read_text())
     assert meta["source"] == ["synthetic"]
     result = convert_dataset(tmp_path / "raw", tmp_path / "conv", workers=1)
@@ -32,7 +116,8 @@ def test_single_source_names_its_dataset(tmp_path):
 
 
 def test_failed_source_leaves_no_output(tmp_path):
-    cfg = DataConfig(source="mias", mias=MiasConfig(archive=str(tmp_path / "missing.tar.gz")))
+    missing = MiasConfig(archive=str(tmp_path / "missing.tar.gz"))
+    cfg = DataConfig(source="mias", sections={"mias": missing})
     with pytest.raises(FileNotFoundError, match="missing.tar.gz"):
         download(tmp_path / "raw", cfg, seed=0, workers=1)
     assert not (tmp_path / "raw").exists()
@@ -42,7 +127,8 @@ def test_failed_source_leaves_no_output(tmp_path):
 def test_combined_sources_keep_patients_apart(tmp_path):
     sample = require(shared_dir() / "data/mias-sample/mias-sample.tar.gz", "mini-MIAS sample")
     cfg = DataConfig(
-        source=("synthetic", "mias"), synthetic=TINY, mias=MiasConfig(archive=str(sample))
+        source=("synthetic", "mias"),
+        sections={"synthetic": TINY, "mias": MiasConfig(archive=str(sample))},
     )
     summary = download(tmp_path / "raw", cfg, seed=3, workers=2)
     assert set(summary) == {"synthetic", "mias", "merged_rows"}

@@ -530,7 +530,9 @@ def test_download_stage_resumes_from_download_dir(nbia: EmulatedNbia, tmp_path: 
     from mammocad.sources import DataConfig, download
 
     cfg = DataConfig(
-        source="cbis-ddsm", download_dir=str(tmp_path / "downloads"), cbis_ddsm=config(nbia)
+        source="cbis-ddsm",
+        download_dir=str(tmp_path / "downloads"),
+        sections={"cbis_ddsm": config(nbia)},
     )
     first = download(tmp_path / "raw", cfg, seed=0, workers=1)
     requested = nbia.image_requests()

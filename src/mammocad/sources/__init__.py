@@ -5,9 +5,12 @@ layout of a TCIA download, ``csv/`` with the case-description files and DICOM se
 joined by SeriesInstanceUID (see :mod:`mammocad.sources.layout`). Sources whose data come
 in another form (mini-MIAS PGMs, DDSM LJPEGs, a user's PNGs) wrap them into that layout.
 
-A source is a function ``(out_dir, cfg, seed, workers) -> summary``. Sources that download
-keep what they fetched in ``cfg.download_dir`` (outside DVC's outputs, so an interrupted
-download resumes) and hard-link it into ``out_dir``.
+A source registers itself where it is defined, with its settings type
+(:func:`~mammocad.sources.registry.register_source`): its function
+``(out_dir, cfg, seed, workers) -> summary`` gets its own ``data.<key>`` section as ``cfg``.
+Sources that download keep what they fetched in ``data.download_dir`` (outside DVC's
+outputs, so an interrupted download resumes) and hard-link it into ``out_dir``. The imports
+below are the list of built-in sources.
 
 ``data.source`` may also be a list: each source is written to ``out_dir/<name>/`` and their
 case descriptions are merged into ``out_dir/csv/``, with the dataset named on every row and
@@ -17,124 +20,34 @@ patient ids prefixed by it, so that patients of different datasets stay apart in
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mammocad.config import to_dict
-from mammocad.deid import install_file
 from mammocad.errors import InputError, ParamsError
 from mammocad.io import atomic_dir, write_csv, write_json
-from mammocad.registry import Registry
-from mammocad.sources.ddsm import DdsmConfig, fetch_ddsm
-from mammocad.sources.layout import COLUMNS
-from mammocad.sources.local import LocalConfig, fetch_local
-from mammocad.sources.mias import MiasConfig, fetch_mias
-from mammocad.sources.retriever import fetch_from_root
-from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
-from mammocad.sources.tcia import TciaConfig, fetch_cbis_ddsm
+from mammocad.sources import ddsm, local, mias, synthetic, tcia
+from mammocad.sources.layout import COLUMNS, link_tree
+from mammocad.sources.registry import SOURCES, DataConfig, SourceSpec, register_source
+
+__all__ = [
+    "SOURCES",
+    "DataConfig",
+    "SourceSpec",
+    "ddsm",
+    "download",
+    "link_tree",
+    "local",
+    "merge_case_descriptions",
+    "mias",
+    "register_source",
+    "synthetic",
+    "tcia",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The ``data`` params section.
-
-    Attributes:
-        source: a source name (see :data:`SOURCES`) or a list of them to combine.
-        download_dir: where downloading sources keep their files between runs (resume).
-        synthetic: settings of the ``synthetic`` source.
-        cbis_ddsm: settings of the ``cbis-ddsm`` source (TCIA).
-        mias: settings of the ``mias`` source.
-        ddsm: settings of the ``ddsm`` source.
-        local: settings of the ``local`` source.
-    """
-
-    source: str | tuple[str, ...] = "synthetic"
-    download_dir: str = "data/downloads"
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    cbis_ddsm: TciaConfig = field(default_factory=TciaConfig)
-    mias: MiasConfig = field(default_factory=MiasConfig)
-    ddsm: DdsmConfig = field(default_factory=DdsmConfig)
-    local: LocalConfig = field(default_factory=LocalConfig)
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """The source names, one or several."""
-        return (self.source,) if isinstance(self.source, str) else tuple(self.source)
-
-
-Source = Callable[[Path, DataConfig, int, int], dict[str, Any]]
-SOURCES: Registry[Source] = Registry("data source")
-
-
-def link_tree(src: Path, dst: Path, counts: dict[str, int] | None = None) -> int:
-    """Mirrors ``src`` into ``dst`` with hard links, de-identifying DICOM files on the way.
-
-    Files holding identifying fields are written as clean copies
-    (:func:`mammocad.deid.install_file`); the others are hard-linked (copied across file
-    systems). ``src`` is never modified. Hidden entries (download state, partial files)
-    are left out.
-
-    Args:
-        src: the download cache.
-        dst: the raw-data folder.
-        counts: when given, receives ``files_deidentified`` (clean copies written).
-
-    Returns:
-        The number of files linked or copied.
-    """
-    n = 0
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in sorted(files):
-            if name.startswith(".") or name.endswith(".part"):
-                continue
-            cleaned = install_file(Path(root) / name, dst / rel / name)
-            if counts is not None:
-                counts["files_deidentified"] = counts.get("files_deidentified", 0) + cleaned
-            n += 1
-    return n
-
-
-@SOURCES.register("synthetic")
-def _synthetic(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
-    return generate_synthetic(out_dir, cfg.synthetic, seed=seed, workers=workers)
-
-
-@SOURCES.register("cbis-ddsm")
-def _cbis_ddsm(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
-    if cfg.cbis_ddsm.root:
-        # A copy already on disk: nothing is fetched from the image API.
-        return fetch_from_root(out_dir, cfg.cbis_ddsm, Path(cfg.download_dir), workers)
-    cache = Path(cfg.download_dir) / "cbis-ddsm"
-    summary = fetch_cbis_ddsm(cache, cfg.cbis_ddsm, seed, workers)
-    counts = {"files_deidentified": 0}
-    summary["files_linked"] = link_tree(cache, out_dir, counts)
-    summary.update(counts)
-    return summary
-
-
-@SOURCES.register("mias")
-def _mias(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
-    return fetch_mias(out_dir, cfg.mias, seed, workers, download_dir=Path(cfg.download_dir))
-
-
-@SOURCES.register("ddsm")
-def _ddsm(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
-    return fetch_ddsm(out_dir, cfg.ddsm, seed, workers)
-
-
-@SOURCES.register("local")
-def _local(out_dir: Path, cfg: DataConfig, seed: int, workers: int) -> dict[str, Any]:
-    return fetch_local(out_dir, cfg.local, seed, workers)
 
 
 def merge_case_descriptions(out_dir: Path, names: tuple[str, ...]) -> dict[str, int]:
@@ -195,17 +108,21 @@ def download(out_dir: Path, cfg: DataConfig, seed: int, workers: int = 0) -> dic
     names = cfg.sources
     if not names:
         raise ParamsError("data.source is empty: name at least one source")
-    fetchers = {name: SOURCES.get(name) for name in names}
+    specs = {name: SOURCES.get(name) for name in names}
     if len(set(names)) != len(names):
         raise ParamsError(f"data.source names a source twice: {list(names)}")
+    download_dir = Path(cfg.download_dir)
     with atomic_dir(out_dir) as tmp:
         if len(names) == 1:
-            summary = fetchers[names[0]](tmp, cfg, seed, workers)
+            spec = specs[names[0]]
+            summary = spec.run(tmp, cfg.sections[spec.key], seed, workers, download_dir)
         else:
             summary = {}
-            for name, fetch in fetchers.items():
+            for name, spec in specs.items():
                 log.info("source %s → %s/%s", name, out_dir, name)
-                summary[name] = fetch(tmp / name, cfg, seed, workers)
+                summary[name] = spec.run(
+                    tmp / name, cfg.sections[spec.key], seed, workers, download_dir
+                )
             summary["merged_rows"] = merge_case_descriptions(tmp, names)
         write_json(
             tmp / "source.json",

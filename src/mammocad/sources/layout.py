@@ -2,12 +2,14 @@
 
 ``convert`` reads one layout: ``csv/`` with the case-description files and DICOM series
 below, joined by SeriesInstanceUID. Sources whose data come in another form (the synthetic
-generator, mini-MIAS PGMs, DDSM LJPEGs, a user's PNGs) write it through these helpers.
+generator, mini-MIAS PGMs, DDSM LJPEGs, a user's PNGs) write it through these helpers;
+sources that download it as it is link their download cache in (:func:`link_tree`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from mammocad.deid import deidentify
+from mammocad.deid import deidentify, install_file
 from mammocad.io import write_csv
 
 #: The DICOM UID root of CBIS-DDSM; generated UIDs use it too.
@@ -254,3 +256,34 @@ def write_series(
         )
         paths.append(csv_path(subject, study_uid, series_uid, i))
     return paths
+
+
+def link_tree(src: Path, dst: Path, counts: dict[str, int] | None = None) -> int:
+    """Mirrors ``src`` into ``dst`` with hard links, de-identifying DICOM files on the way.
+
+    Files holding identifying fields are written as clean copies
+    (:func:`mammocad.deid.install_file`); the others are hard-linked (copied across file
+    systems). ``src`` is never modified. Hidden entries (download state, partial files)
+    are left out.
+
+    Args:
+        src: the download cache.
+        dst: the raw-data folder.
+        counts: when given, receives ``files_deidentified`` (clean copies written).
+
+    Returns:
+        The number of files linked or copied.
+    """
+    n = 0
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(".part"):
+                continue
+            cleaned = install_file(Path(root) / name, dst / rel / name)
+            if counts is not None:
+                counts["files_deidentified"] = counts.get("files_deidentified", 0) + cleaned
+            n += 1
+    return n

@@ -98,6 +98,7 @@ from mammocad.sources.layout import (
     write_case_csvs,
     write_series,
 )
+from mammocad.sources.registry import register_source
 
 log = logging.getLogger(__name__)
 
@@ -560,6 +561,7 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+@register_source("local", LocalConfig, paths=("root", "labels"))
 def fetch_local(out_dir: Path, cfg: LocalConfig, seed: int, workers: int = 0) -> dict[str, Any]:
     """Writes a user's labelled images into ``out_dir`` in the CBIS-DDSM layout.
 

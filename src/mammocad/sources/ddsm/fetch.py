@@ -21,6 +21,7 @@ from mammocad.parallel import imap
 from mammocad.sources.ddsm.cases import _Case, _plan_case, _skip
 from mammocad.sources.ddsm.write import _ImageTask, _write_image
 from mammocad.sources.layout import check_test_fraction, write_case_csvs
+from mammocad.sources.registry import register_source
 from mammocad.split import draw_test_patients
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def split_patients(labels: dict[str, str], fraction: float, seed: int) -> dict[s
     return {name: "test" if name in test else "train" for name in sorted(labels)}
 
 
+@register_source("ddsm", DdsmConfig, paths=("root",))
 def fetch_ddsm(out_dir: Path, cfg: DdsmConfig, seed: int, workers: int = 0) -> dict[str, Any]:
     """Writes a local DDSM copy into ``out_dir`` in the CBIS-DDSM layout.
 

@@ -27,6 +27,7 @@ from mammocad.sources.mias.archive import (
 )
 from mammocad.sources.mias.film import _convert_film, _FilmTask
 from mammocad.sources.mias.info import MiasRow, parse_info, split_patients
+from mammocad.sources.registry import register_source
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def _locate_archive(
     return download_archive(cfg.url, scratch, cfg.sha256), cfg.url, True
 
 
+@register_source("mias", MiasConfig, paths=("archive",), uses_download_dir=True)
 def fetch_mias(
     out_dir: Path,
     cfg: MiasConfig,

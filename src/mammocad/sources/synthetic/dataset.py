@@ -16,12 +16,14 @@ import pydicom
 from mammocad.io import write_csv
 from mammocad.parallel import imap
 from mammocad.sources.layout import COLUMNS, SPLIT_PREFIX
+from mammocad.sources.registry import register_source
 from mammocad.sources.synthetic.design import SyntheticConfig, _plan
 from mammocad.sources.synthetic.patient import _generate_patient
 
 log = logging.getLogger(__name__)
 
 
+@register_source("synthetic", SyntheticConfig)
 def generate_synthetic(
     out_dir: Path, cfg: SyntheticConfig, seed: int, workers: int = 0
 ) -> dict[str, Any]:

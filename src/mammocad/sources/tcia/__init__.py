@@ -61,7 +61,7 @@ from mammocad.sources.tcia.config import (
     TciaConfig,
     TciaError,
 )
-from mammocad.sources.tcia.fetch import fetch_cbis_ddsm
+from mammocad.sources.tcia.fetch import cbis_ddsm_source, fetch_cbis_ddsm
 from mammocad.sources.tcia.manifest import read_tcia_manifest
 from mammocad.sources.tcia.series import SeriesInfo, patient_number, plan_series, select_series
 from mammocad.sources.tcia.state import STATE_NAME, WORK_DIR
@@ -76,6 +76,7 @@ __all__ = [
     "SeriesInfo",
     "TciaConfig",
     "TciaError",
+    "cbis_ddsm_source",
     "extract_series",
     "fetch_cbis_ddsm",
     "member_parts",

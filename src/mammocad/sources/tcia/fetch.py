@@ -1,6 +1,6 @@
-"""The ``cbis-ddsm`` source: :func:`fetch_cbis_ddsm` chooses the series, cuts the case
-descriptions, and downloads the missing series over parallel connections, recording each
-one verified.
+"""The ``cbis-ddsm`` source: :func:`cbis_ddsm_source` reads a copy on disk or downloads;
+:func:`fetch_cbis_ddsm` chooses the series, cuts the case descriptions, and downloads the
+missing series over parallel connections, recording each one verified.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from typing import Any
 
 from mammocad.errors import InputNotFound
 from mammocad.progress import progress
+from mammocad.sources.layout import link_tree
+from mammocad.sources.registry import register_source
+from mammocad.sources.retriever import fetch_from_root
 from mammocad.sources.tcia.api import _Client, _Outcome
 from mammocad.sources.tcia.case_csvs import _write_csvs
 from mammocad.sources.tcia.config import CSV_NAMES, TciaConfig, TciaError
@@ -28,6 +31,41 @@ from mammocad.sources.tcia.series import (
 from mammocad.sources.tcia.state import STATE_NAME, WORK_DIR, _exclusive, _State
 
 log = logging.getLogger(__name__)
+
+
+@register_source(
+    "cbis-ddsm", TciaConfig, paths=("csv_dir", "root", "manifest"), uses_download_dir=True
+)
+def cbis_ddsm_source(
+    out_dir: Path, cfg: TciaConfig, seed: int, workers: int = 0, *, download_dir: Path
+) -> dict[str, Any]:
+    """Writes CBIS-DDSM into ``out_dir``: from a copy on disk, or downloaded from TCIA (§3.1).
+
+    With ``cfg.root`` set, the copy there is read as it is and nothing is fetched from the
+    image API (:func:`mammocad.sources.retriever.fetch_from_root`). Otherwise the series are
+    downloaded into ``download_dir/cbis-ddsm`` (:func:`fetch_cbis_ddsm`), which outlives
+    ``out_dir`` so that a rerun fetches only what is missing, and linked into ``out_dir``.
+
+    Args:
+        out_dir: the raw-data folder being written.
+        cfg: the ``data.cbis_ddsm`` settings.
+        seed: unused (the download is deterministic); part of the source signature.
+        workers: processes reading headers of a copy on disk.
+        download_dir: ``data.download_dir``.
+
+    Returns:
+        The summary of the copy on disk, or of the download with ``files_linked`` and
+        ``files_deidentified`` added.
+    """
+    if cfg.root:
+        # A copy already on disk: nothing is fetched from the image API.
+        return fetch_from_root(out_dir, cfg, Path(download_dir), workers)
+    cache = Path(download_dir) / "cbis-ddsm"
+    summary = fetch_cbis_ddsm(cache, cfg, seed, workers)
+    counts = {"files_deidentified": 0}
+    summary["files_linked"] = link_tree(cache, out_dir, counts)
+    summary.update(counts)
+    return summary
 
 
 def fetch_cbis_ddsm(
