@@ -28,6 +28,9 @@ from mammocad import distributed
 from mammocad.distributed import SINGLE, DistContext, from_env, session
 from mammocad.train import TrainConfig, fit, rank_batch_size, shard_order
 
+# Two-process torchrun training, under DVC too (a minute or more).
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 TORCHRUN = BIN / "torchrun"
 

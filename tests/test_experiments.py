@@ -19,6 +19,9 @@ import yaml
 from tiny_repo import BIN, copy_tiny
 from tiny_repo import run as _run
 
+# Queued sweeps, remotes and clones each run the pipeline several times (minutes).
+pytestmark = pytest.mark.slow
+
 DVC = str(BIN / "dvc")
 BACKBONE = "mobilenet_v1"
 LRS = (0.001, 0.003)

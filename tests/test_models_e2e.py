@@ -15,6 +15,9 @@ import pytest
 from tiny_repo import BIN, copy_tiny
 from tiny_repo import run as _run
 
+# The model stages of a tiny pipeline under DVC, rerun several ways (minutes).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
@@ -232,7 +235,6 @@ def _digests(repo: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
 def test_forced_rerun_gives_identical_files_and_no_metrics_diff(repo):
     """`dvc repro -f` twice on one machine: the same bytes, and `dvc metrics diff` is empty."""
     before = _digests(repo)
