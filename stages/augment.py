@@ -6,10 +6,10 @@ import logging
 
 import pandas as pd
 
+from mammocad import layout
 from mammocad.augment import AugmentConfig, augment_dataset
-from stages import layout
+from mammocad.layout import at
 from stages.common import load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.augment")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mammocad import layout
 from mammocad.convert import ConvertError, convert_dataset
 from mammocad.errors import check_output_dir
 from mammocad.io import write_json
-from stages import layout
+from mammocad.layout import at
 from stages.common import load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.convert")
 

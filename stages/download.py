@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mammocad import layout
 from mammocad.errors import ParamsError, check_output_dir
+from mammocad.layout import at
 from mammocad.paths import is_inside
 from mammocad.sources import DataConfig, download
-from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.download")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from mammocad import layout
 from mammocad.enhance import EnhanceConfig, enhance_dataset
-from stages import layout
+from mammocad.layout import at
 from stages.common import load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.enhance")
 

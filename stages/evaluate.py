@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from mammocad import layout
 from mammocad.experiment import (
     EvaluateParams,
     evaluate_model,
@@ -13,12 +14,12 @@ from mammocad.experiment import (
     read_split,
 )
 from mammocad.io import write_json
+from mammocad.layout import at
 from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_confusion, write_curve
 from mammocad.timing import read_metrics, write_metrics
 from mammocad.tracking import log_run
-from stages import layout
 from stages.common import (
     ROOT,
     load_params,
@@ -29,7 +30,6 @@ from stages.common import (
     section,
     start,
 )
-from stages.layout import at
 
 log = logging.getLogger("stages.evaluate")
 

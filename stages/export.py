@@ -6,12 +6,12 @@ import json
 import logging
 import sys
 
+from mammocad import layout
 from mammocad.experiment import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
+from mammocad.layout import at
 from mammocad.timing import write_metrics
-from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.export")
 

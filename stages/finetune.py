@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from mammocad import layout
 from mammocad.config import ConfigError
 from mammocad.distributed import session
 from mammocad.enhance import EnhanceConfig
@@ -19,12 +20,11 @@ from mammocad.experiment import (
     save_trained,
     train_backbone,
 )
+from mammocad.layout import at
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_history
 from mammocad.timing import write_metrics
-from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, section, start, training_device
-from stages.layout import at
 
 log = logging.getLogger("stages.finetune")
 

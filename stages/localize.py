@@ -17,8 +17,10 @@ import shutil
 
 import pandas as pd
 
+from mammocad import layout
 from mammocad.experiment import SHALLOW, EvaluateParams, load_trained_backbone, params_dict
 from mammocad.io import write_csv, write_json
+from mammocad.layout import at
 from mammocad.localize import LocalizeConfig, localize_dataset
 from mammocad.system import (
     attach_shallow,
@@ -28,9 +30,7 @@ from mammocad.system import (
 )
 from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
-from stages import layout
 from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.localize")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from mammocad import layout
 from mammocad.io import write_json
+from mammocad.layout import at
 from mammocad.patches import PatchesConfig, build_patches
-from stages import layout
 from stages.common import load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.patches")
 

@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from mammocad import layout
 from mammocad.errors import InputNotFound
 from mammocad.evaluate import descriptor_reference
 from mammocad.io import atomic_file, write_csv, write_json
+from mammocad.layout import at
 from mammocad.report import (
     build_table,
     deployment_markdown,
@@ -24,9 +26,7 @@ from mammocad.report import (
     transfer_gains,
 )
 from mammocad.timing import read_metrics, write_metrics
-from stages import layout
 from stages.common import ROOT, load_params, run_stage, scalar, start
-from stages.layout import at
 
 log = logging.getLogger("stages.report")
 

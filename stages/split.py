@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from mammocad import layout
 from mammocad.io import atomic_dir, write_csv, write_json
+from mammocad.layout import at
 from mammocad.manifest import read_manifest
 from mammocad.split import (
     USED_COLUMNS,
@@ -13,9 +15,7 @@ from mammocad.split import (
     check_disjoint,
     split_metrics,
 )
-from stages import layout
 from stages.common import load_params, run_stage, scalar, section, start
-from stages.layout import at
 
 log = logging.getLogger("stages.split")
 

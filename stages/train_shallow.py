@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from mammocad import layout
 from mammocad.distributed import session
 from mammocad.enhance import EnhanceConfig
 from mammocad.experiment import (
@@ -20,12 +21,12 @@ from mammocad.experiment import (
     save_trained,
     train_shallow,
 )
+from mammocad.layout import at
 from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_confusion, write_curve, write_history
 from mammocad.timing import write_metrics
 from mammocad.tracking import log_run
-from stages import layout
 from stages.common import (
     ROOT,
     load_params,
@@ -36,7 +37,6 @@ from stages.common import (
     start,
     training_device,
 )
-from stages.layout import at
 
 log = logging.getLogger("stages.train_shallow")
 

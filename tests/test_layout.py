@@ -1,4 +1,4 @@
-"""The pipeline's file layout is stated once (``stages/layout.py``) and ``dvc.yaml`` agrees."""
+"""The pipeline's file layout is stated once (``src/mammocad/layout.py``) and ``dvc.yaml`` agrees."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import layout
+from mammocad import layout
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -37,9 +37,13 @@ def _declared(name: str) -> tuple[set[str], set[str], set[str]]:
 def test_dvc_yaml_matches_the_layout(name):
     files = layout.stage_files(name, ENTRY)
     deps, outs, metrics = _declared(name)
-    assert deps == set(files.reads), f"dvc.yaml {name} data deps differ from stages/layout.py"
-    assert outs == set(files.writes), f"dvc.yaml {name} outs differ from stages/layout.py"
-    assert metrics == set(files.metrics), f"dvc.yaml {name} metrics differ from stages/layout.py"
+    assert deps == set(files.reads), (
+        f"dvc.yaml {name} data deps differ from src/mammocad/layout.py"
+    )
+    assert outs == set(files.writes), f"dvc.yaml {name} outs differ from src/mammocad/layout.py"
+    assert metrics == set(files.metrics), (
+        f"dvc.yaml {name} metrics differ from src/mammocad/layout.py"
+    )
 
 
 def test_every_per_entry_stage_is_a_foreach():
@@ -61,7 +65,7 @@ def test_no_stage_module_spells_a_data_path():
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             if literal.search(line.split("#")[0]):
                 found.append(f"{path.name}:{n}: {line.strip()}")
-    assert not found, "data paths outside stages/layout.py:\n" + "\n".join(found)
+    assert not found, "data paths outside src/mammocad/layout.py:\n" + "\n".join(found)
 
 
 def test_per_entry_paths():

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammocad.entries import SHALLOW
-from stages.common import ROOT
 
 # --- data ----------------------------------------------------------------------------------
 RAW = "data/raw"  # the source's CBIS-DDSM-style tree (download)
@@ -118,9 +117,9 @@ def froc_curve(name: str) -> str:
     return f"{FROC_DIR}/{name}.csv"
 
 
-def at(path: str) -> Path:
-    """A layout path made absolute (the repository root is the working directory)."""
-    return ROOT / path
+def at(path: str, root: Path | None = None) -> Path:
+    """A layout path under ``root`` (default: the working directory, where DVC runs stages)."""
+    return (Path.cwd() if root is None else root) / path
 
 
 # --- what each stage reads and writes -----------------------------------------------------
