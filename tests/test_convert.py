@@ -697,7 +697,7 @@ def test_header_only_csv_is_read_as_no_rows(tmp_path):
 
 def test_interrupted_convert_resumes(tmp_path, monkeypatch):
     """An interruption keeps finished images; the rerun converts only the rest."""
-    from mammocad import convert as convert_module
+    from mammocad.convert import dataset as convert_module
     from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
 
     raw = tmp_path / "raw"
@@ -737,7 +737,7 @@ def test_interrupted_convert_resumes(tmp_path, monkeypatch):
 
 
 def test_changed_input_does_not_resume_stale_work(tmp_path, monkeypatch):
-    from mammocad import convert as convert_module
+    from mammocad.convert import dataset as convert_module
     from mammocad.sources.synthetic import SyntheticConfig, generate_synthetic
 
     raw = tmp_path / "raw"

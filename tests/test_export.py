@@ -11,6 +11,7 @@ import torch
 
 from mammocad import export as E
 from mammocad.cli import main as cli_main
+from mammocad.export import backbone as export_driver
 from mammocad.io import write_png
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.data import ImageSet, label_malignant
@@ -162,7 +163,8 @@ def test_fp32_mismatch_fails_and_keeps_previous_output(trained, monkeypatch, tmp
         torch.nn.init.normal_(other.model.classifier[-1].weight, std=5.0)
         real(other.eval(), example, path, opset)
 
-    monkeypatch.setattr(E, "export_onnx", wrong_graph)
+    # patched where export_backbone looks it up
+    monkeypatch.setattr(export_driver, "export_onnx", wrong_graph)
     cfg = E.ExportConfig(calibration_images=4, latency_repeats=1)
     with pytest.raises(RuntimeError, match="onnx export differs from PyTorch"):
         E.export_backbone(model, ckpt, calibration, test, 0.5, cfg, out)
