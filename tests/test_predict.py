@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import predict_reference
 import pytest
 import torch
 from pydicom.data import get_testdata_file
@@ -425,3 +426,27 @@ def test_weak_heatmap_still_shows_the_strongest_region(models, tmp_path):
     ).predict(tmp_path / "m.png")
     assert passing.result["passed_threshold"] is True
     assert passing.result["strongest_below_threshold"] is None
+
+
+# --------------------------------------------------------------------------- recorded answers
+
+
+@pytest.mark.parametrize("case", [f"{b}/{i}" for b, i in predict_reference.CASES])
+def test_predictions_match_the_recorded_reference(case, tmp_path):
+    """Probabilities, heatmap and regions equal those recorded from the implementation
+    that built the networks with torchvision/timm and ran batch normalisation apart."""
+    expected = json.loads(predict_reference.REFERENCE.read_text())[case]
+    backbone, init = case.split("/")
+    got = predict_reference.predict_case(tmp_path, backbone, init)
+    assert got["working_size"] == expected["working_size"]
+    assert got["shallow"] == pytest.approx(expected["shallow"], abs=1e-6)
+    assert got["heatmap_max"] == pytest.approx(expected["heatmap_max"], abs=1e-4)
+    np.testing.assert_allclose(got["heatmap"], expected["heatmap"], atol=1e-4)
+    assert len(got["regions"]) == len(expected["regions"])
+    for ours, theirs in zip(got["regions"], expected["regions"], strict=True):
+        assert ours["bbox"] == theirs["bbox"]
+        assert ours["area_px"] == pytest.approx(theirs["area_px"], rel=5e-3)
+        assert ours["peak"] == pytest.approx(theirs["peak"], abs=1e-4)
+        assert ours["malignancy_probability"] == pytest.approx(
+            theirs["malignancy_probability"], abs=1e-4
+        )
