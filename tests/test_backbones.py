@@ -326,3 +326,75 @@ def test_torchvision_and_timm_import_in_fresh_interpreter():
     assert "nms" not in result["defined"]  # an existing schema is left alone
     assert set(result["defined"]) <= {"qnms"}
     assert result == {**result, "out": 1000, "nms": True, "qnms": True, "again": []}
+
+
+# --------------------------------------------------------------------------- standalone
+
+
+def _filled(model: nn.Module, seed: int = 3) -> nn.Module:
+    """Every state entry from a seeded generator: same keys and shapes, same weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, t in sorted(model.state_dict().items()):
+            if not t.is_floating_point():
+                continue
+            if key.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.ndim == 1:
+                t.copy_(0.5 * torch.randn(t.shape, generator=gen) + key.endswith("weight"))
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * (2.0 / t[0].numel()) ** 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("init", ["scratch", "bundled-int8"])
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_standalone_mobilenets_are_the_libraries_models(name, init):
+    """The torchvision/timm-free MobileNets load the libraries' state dicts and compute
+    the same function; folded for inference, they differ by float rounding only."""
+    from mammocad.models.mobilenets import fuse_for_inference
+
+    library = _filled(bb.build_architecture(name, init))
+    ours = bb.build_architecture(name, init, standalone=True).eval()
+    assert type(ours).__module__ == "mammocad.models.mobilenets"
+    theirs = library.state_dict()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in theirs.items()
+    ]
+    ours.load_state_dict(theirs)
+    fused = fuse_for_inference(_reloaded(name, init, theirs))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    torch.manual_seed(0)
+    for shape in [(1, 3, 224, 224), (1, 3, 161, 130), (2, 3, 97, 96)]:  # even and odd sides
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = library(x)
+            assert torch.equal(ours(x), expected)
+            got = fused(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _reloaded(name: str, init: str, state: dict) -> nn.Module:
+    model = bb.build_architecture(name, init, standalone=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_standalone_build_imports_neither_torchvision_nor_timm():
+    code = (
+        "import sys, json\n"
+        "from mammocad.models.backbones import build_architecture\n"
+        "from mammocad.models.mobilenets import fuse_for_inference\n"
+        "for name in ('mobilenet_v1', 'mobilenet_v2'):\n"
+        "    for init in ('scratch', 'bundled-int8'):\n"
+        "        fuse_for_inference(build_architecture(name, init, standalone=True))\n"
+        "print(json.dumps(sorted(m for m in ('torchvision', 'timm', 'torch._dynamo')"
+        " if m in sys.modules)))\n"
+    )
+    src = str(Path(mammocad.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
