@@ -38,6 +38,7 @@ from mammocad.checkpoint import load_checkpoint
 from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
 from mammocad.image_rules import image_problem
+from mammocad.inference import build_architecture, fuse_for_inference
 from mammocad.localize import (
     DEFAULT_MAX_PIXELS,
     Heatmap,
@@ -50,8 +51,7 @@ from mammocad.localize import (
     top_regions,
     working_shape,
 )
-from mammocad.models.backbones import build_architecture, get_spec
-from mammocad.models.mobilenets import fuse_for_inference
+from mammocad.models.backbones import get_spec
 from mammocad.models.shallow import ShallowCNN, shallow_from_checkpoint
 from mammocad.patches import PatchesConfig, make_full, make_patch
 
@@ -189,12 +189,12 @@ def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
     The same steps as :func:`mammocad.experiment.load_trained_backbone`, without importing
     the training modules, and for the MobileNets without importing torchvision or timm
-    (:mod:`mammocad.models.mobilenets`: the same state dict and outputs).
+    (:mod:`mammocad.inference`: the same state dict and outputs).
     """
     ckpt = load_checkpoint(path)
     # the init source decides the architecture (bundled weights pad like TensorFlow)
     init = (ckpt.get("metrics") or {}).get("init")
-    model = build_architecture(ckpt["backbone"], init, standalone=True)
+    model = build_architecture(ckpt["backbone"], init)
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt

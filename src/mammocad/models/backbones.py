@@ -89,10 +89,6 @@ class BackboneSpec:
         bundled: file name, under ``mammocad/models/weights/``, of the bundled int8 TFLite
             ImageNet model used where the library's float weights cannot be had; None for
             backbones without one. Models built for it take the same ``mean``/``std``.
-        standalone: ``standalone()`` returns the same architecture as ``builder(False)``
-            (same state-dict keys, same function) without importing the library, for fast
-            start-up of inference (:mod:`mammocad.models.mobilenets`); None where there
-            is none.
     """
 
     name: str
@@ -106,7 +102,6 @@ class BackboneSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     bundled: str | None = None
-    standalone: Callable[[], nn.Module] | None = None
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -181,13 +176,6 @@ def _timm_cache_hint(weights: str) -> str:
 
 
 # --------------------------------------------------------------------------- builders
-
-
-def _standalone(name: str) -> nn.Module:
-    """A MobileNet of :mod:`mammocad.models.mobilenets` (imported only when asked for)."""
-    from mammocad.models import mobilenets
-
-    return getattr(mobilenets, name)()
 
 
 def _build_torchvision(fn_name: str, weights: str, pretrained: bool, **kwargs) -> nn.Module:
@@ -302,7 +290,6 @@ _register(
         source="timm",
         weights="mobilenetv1_100.ra4_e3600_r224_in1k",
         bundled="mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
-        standalone=partial(_standalone, "MobileNetV1"),
         # the timm weights were trained on inputs scaled to [-1, 1], not ImageNet statistics
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -315,7 +302,6 @@ _torchvision_spec(
     cam_target_layer="features",
     default_frozen=tuple(f"features.{i}" for i in range(4)),  # stem to the 24-ch stage
     bundled="mobilenet_v2_1.0_224_quant.tflite",
-    standalone=partial(_standalone, "MobileNetV2"),
 )
 
 
@@ -593,11 +579,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def build_architecture(
-    name: str,
-    init_source: str | None = "scratch",
-    num_classes: int = 2,
-    *,
-    standalone: bool = False,
+    name: str, init_source: str | None = "scratch", num_classes: int = 2
 ) -> nn.Module:
     """The architecture a backbone was built with, without weights or freezing.
 
@@ -612,9 +594,6 @@ def build_architecture(
             checkpoint's metrics). ``None`` (checkpoints that predate it) and the former
             ``"imagenet"`` mean the library's architecture.
         num_classes: outputs of the head.
-        standalone: build the spec's :attr:`~BackboneSpec.standalone` architecture where it
-            has one (the MobileNets), which imports neither torchvision nor timm: the same
-            state dict and outputs, about 2.5 s less start-up on two cores.
 
     Returns:
         The model, randomly initialised, every parameter trainable.
@@ -626,7 +605,7 @@ def build_architecture(
     spec = get_spec(name)
     if init_source is not None and init_source not in (*SOURCES, "imagenet"):
         raise ValueError(f"unknown init source {init_source!r}; valid: {', '.join(SOURCES)}")
-    model = spec.standalone() if standalone and spec.standalone else spec.builder(False)
+    model = spec.builder(False)
     if init_source == BUNDLED:
         from mammocad.models.bundled import tf_architecture
 
