@@ -92,3 +92,43 @@ def test_standalone_build_imports_neither_torchvision_nor_timm():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+#: Classifier weight factors that give the test image's map contrast without saturating it.
+HEAD_GAIN = {"mobilenet_v1": 0.2, "mobilenet_v2": 10.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "init"),
+    [("mobilenet_v1", "bundled-int8"), ("mobilenet_v1", "scratch"), ("mobilenet_v2", "scratch")],
+)
+def test_striped_cam_with_the_receptive_field_halo_is_the_whole_pass(name, init):
+    """Stripes with :func:`cam_halo` rows of context give the whole pass's map; with one
+    stripe stride less they do not (the halo is no larger than needed)."""
+    import numpy as np
+
+    from mammocad.localize import compute_heatmap
+
+    spec = backbones.get_spec(name)
+    model = _filled(inference.build_architecture(name, init))
+    with torch.no_grad():
+        backbones.get_module(model, spec.classifier).weight.mul_(HEAD_GAIN[name])
+    model = inference.fuse_for_inference(model)
+    halo = inference.cam_halo(model)
+    rng = np.random.default_rng(0)
+    image = (rng.random((1280, 192)) * 65535).astype(np.uint16)
+    layers = (
+        backbones.get_module(model, spec.cam_target_layer),
+        backbones.get_module(model, spec.classifier),
+    )
+    common = dict(breast=np.ones(image.shape, bool))
+
+    def heatmap(**kw):
+        return compute_heatmap(model, image, 1.0, spec.mean, spec.std, *layers, **common, **kw)
+
+    whole = heatmap()
+    assert float(whole.values.std()) > 1e-2
+    striped = heatmap(tile_pixels=192 * 384, halo=halo)
+    np.testing.assert_allclose(striped.values, whole.values, atol=2e-5)
+    short = heatmap(tile_pixels=192 * 384, halo=halo - 32)
+    assert np.abs(short.values - whole.values).max() > 1e-3

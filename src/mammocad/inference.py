@@ -292,6 +292,30 @@ class InferenceConv2d(nn.Module):
         return F.hardtanh_(out, 0.0, 6.0)
 
 
+def cam_halo(model: nn.Module, align: int = 32) -> int | None:
+    """Rows of context a stripe of a striped CAM pass needs on either side, or None.
+
+    A feature row depends on the input rows of its receptive field, ``(rf - 1) / 2`` on
+    either side of its centre (TensorFlow's padding moves the strided layers' share of
+    that to one side, by less than one feature stride); so stripes extended by that many
+    real rows, rounded up to ``align``, give a whole pass's feature rows. The receptive
+    field is summed over the convolutions in order, which holds for the MobileNets (their
+    residual branches are identities); None for models not defined here.
+
+    Returns:
+        160 for MobileNet-v1 (receptive field 315), 256 for MobileNet-v2 (491).
+    """
+    if not isinstance(model, MobileNetV1 | MobileNetV2):
+        return None
+    rf, jump = 1, 1
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | InferenceConv2d):
+            kernel, stride = module.weight.shape[-2], module.stride[0]
+            rf += (kernel - 1) * module.dilation[0] * jump
+            jump *= stride
+    return -(-((rf - 1) // 2) // align) * align
+
+
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, last = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, last, module)
