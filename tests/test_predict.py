@@ -6,6 +6,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -426,6 +428,34 @@ def test_weak_heatmap_still_shows_the_strongest_region(models, tmp_path):
     ).predict(tmp_path / "m.png")
     assert passing.result["passed_threshold"] is True
     assert passing.result["strongest_below_threshold"] is None
+
+
+def test_predict_loads_no_library_it_does_not_use(models, tmp_path):
+    """torchvision, timm (and torch._dynamo through them), pandas and requests cost seconds
+    of start-up; predicting with a MobileNet needs none of them."""
+    image = tmp_path / "m.png"
+    cv2.imwrite(str(image), _mammogram())
+    args = ["predict", str(image), "--out", str(tmp_path / "out"), "--models", str(models)]
+    heavy = ("torchvision", "timm", "torch._dynamo", "pandas.core", "requests.adapters")
+    code = (
+        "import json, sys\n"
+        "from mammocad import cli\n"
+        f"rc = cli.main({[*args, '--backbone', BACKBONE]!r})\n"
+        f"print(json.dumps([rc, [m for m in {heavy!r} if m in sys.modules]]))\n"
+    )
+    src = str(Path(cli.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+    assert (tmp_path / "out" / "skipped.csv").read_text() == "file,reason\n"
+    # pandas still works where a command uses it
+    frame = pd.DataFrame({"file": ["a,b"], "reason": ['say "x"']})
+    rows = frame.to_dict("records")
+    cli._write_skipped(tmp_path / "s.csv", rows)
+    assert (tmp_path / "s.csv").read_text() == frame.to_csv(index=False)
 
 
 # --------------------------------------------------------------------------- recorded answers
