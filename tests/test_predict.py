@@ -27,7 +27,7 @@ from mammocad.localize import breast_mask
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.patches import PatchesConfig, resize
-from mammocad.predict import NotAMammogram, Predictor, _widen, load_image
+from mammocad.predict import NotAMammogram, Predictor, _widen, load_image, stripe_pixels
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKBONE = "mobilenet_v2"
@@ -213,6 +213,16 @@ def test_checkpoints_load_as_the_training_code_loads_them(models):
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_stripes_are_the_fewest_equal_ones_that_fit():
+    # the default run's full-size crop: two stripes with MobileNet-v1's context, three
+    # with MobileNet-v2's
+    assert stripe_pixels(4288, 1600, 3_800_000, 160) == 2144 * 1600
+    assert stripe_pixels(4288, 1600, 3_800_000, 256) == 1440 * 1600
+    assert stripe_pixels(4288, 1600, 7_000_000, 160) is None  # fits: one pass
+    assert stripe_pixels(4288, 1600, None, 160) is None
+    assert stripe_pixels(4288, 1600, 100_000, 160) == 32 * 1600  # one feature row at least
 
 
 def test_region_crops_are_widened_to_the_training_scale():

@@ -68,8 +68,8 @@ IMAGE_SUFFIXES = (".png", ".pgm")
 SHALLOW = "shallow_cnn"
 
 #: Rescaled pixels per network pass, context rows included: a full-size mammogram at the
-#: 12-megapixel cap then runs in two or three stripes and needs about 0.8 GB less memory
-#: than in one pass, for about 8 % more computation (MobileNet-v1).
+#: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
+#: 0.5 GB lower than in one pass, for about 8 % more computation.
 DEFAULT_TILE_PIXELS = 3_800_000
 
 _PGM_HEADER = re.compile(rb"^P5\s+(?:#[^\n]*\n\s*)*\d+\s+(?:#[^\n]*\n\s*)*\d+\s+(\d+)")
@@ -292,9 +292,9 @@ class Predictor:
         model, ckpt = _backbone_model(self.checkpoint_backbone)
         self.backbone = str(ckpt["backbone"])
         spec = get_spec(self.backbone)
-        # Batch norms folded into the convolutions (MobileNets; outputs change by float
-        # rounding only), and channels-last, which runs depthwise convolutions about 1.6×
-        # faster on CPUs.
+        # Batch norms and ReLU6 folded into the convolutions (MobileNets; outputs change by
+        # float rounding only), and channels-last, which runs depthwise convolutions about
+        # 1.6× faster on CPUs.
         self.model = fuse_for_inference(model).to(memory_format=torch.channels_last)
         # context rows of a heatmap stripe: half the network's receptive field
         self.halo = cam_halo(self.model) or DEFAULT_HALO
