@@ -6,11 +6,14 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import predict_reference
 import pytest
 import torch
 from pydicom.data import get_testdata_file
@@ -24,7 +27,7 @@ from mammocad.localize import breast_mask
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.patches import PatchesConfig, resize
-from mammocad.predict import NotAMammogram, Predictor, _widen, load_image
+from mammocad.predict import NotAMammogram, Predictor, _widen, load_image, stripe_pixels
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKBONE = "mobilenet_v2"
@@ -210,6 +213,16 @@ def test_checkpoints_load_as_the_training_code_loads_them(models):
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_stripes_are_the_fewest_equal_ones_that_fit():
+    # the default run's full-size crop: two stripes with MobileNet-v1's context, three
+    # with MobileNet-v2's
+    assert stripe_pixels(4288, 1600, 3_800_000, 160) == 2144 * 1600
+    assert stripe_pixels(4288, 1600, 3_800_000, 256) == 1440 * 1600
+    assert stripe_pixels(4288, 1600, 7_000_000, 160) is None  # fits: one pass
+    assert stripe_pixels(4288, 1600, None, 160) is None
+    assert stripe_pixels(4288, 1600, 100_000, 160) == 32 * 1600  # one feature row at least
 
 
 def test_region_crops_are_widened_to_the_training_scale():
@@ -425,3 +438,55 @@ def test_weak_heatmap_still_shows_the_strongest_region(models, tmp_path):
     ).predict(tmp_path / "m.png")
     assert passing.result["passed_threshold"] is True
     assert passing.result["strongest_below_threshold"] is None
+
+
+def test_predict_loads_no_library_it_does_not_use(models, tmp_path):
+    """torchvision, timm (and torch._dynamo through them), pandas and requests cost seconds
+    of start-up; predicting with a MobileNet needs none of them."""
+    image = tmp_path / "m.png"
+    cv2.imwrite(str(image), _mammogram())
+    args = ["predict", str(image), "--out", str(tmp_path / "out"), "--models", str(models)]
+    heavy = ("torchvision", "timm", "torch._dynamo", "pandas.core", "requests.adapters")
+    code = (
+        "import json, sys\n"
+        "from mammocad import cli\n"
+        f"rc = cli.main({[*args, '--backbone', BACKBONE]!r})\n"
+        f"print(json.dumps([rc, [m for m in {heavy!r} if m in sys.modules]]))\n"
+    )
+    src = str(Path(cli.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+    assert (tmp_path / "out" / "skipped.csv").read_text() == "file,reason\n"
+    # pandas still works where a command uses it
+    frame = pd.DataFrame({"file": ["a,b"], "reason": ['say "x"']})
+    rows = frame.to_dict("records")
+    cli._write_skipped(tmp_path / "s.csv", rows)
+    assert (tmp_path / "s.csv").read_text() == frame.to_csv(index=False)
+
+
+# --------------------------------------------------------------------------- recorded answers
+
+
+@pytest.mark.parametrize("case", [f"{b}/{i}" for b, i in predict_reference.CASES])
+def test_predictions_match_the_recorded_reference(case, tmp_path):
+    """Probabilities, heatmap and regions equal those recorded from the implementation
+    that built the networks with torchvision/timm and ran batch normalisation apart."""
+    expected = json.loads(predict_reference.REFERENCE.read_text())[case]
+    backbone, init = case.split("/")
+    got = predict_reference.predict_case(tmp_path, backbone, init)
+    assert got["working_size"] == expected["working_size"]
+    assert got["shallow"] == pytest.approx(expected["shallow"], abs=1e-6)
+    assert got["heatmap_max"] == pytest.approx(expected["heatmap_max"], abs=1e-4)
+    np.testing.assert_allclose(got["heatmap"], expected["heatmap"], atol=1e-4)
+    assert len(got["regions"]) == len(expected["regions"])
+    for ours, theirs in zip(got["regions"], expected["regions"], strict=True):
+        assert ours["bbox"] == theirs["bbox"]
+        assert ours["area_px"] == pytest.approx(theirs["area_px"], rel=5e-3)
+        assert ours["peak"] == pytest.approx(theirs["peak"], abs=1e-4)
+        assert ours["malignancy_probability"] == pytest.approx(
+            theirs["malignancy_probability"], abs=1e-4
+        )

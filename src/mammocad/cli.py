@@ -24,6 +24,7 @@ was refused (or none was found), 1 for a usage or model error or an image that f
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import math
 import os
@@ -36,6 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+# First: pandas and requests load on first use (start-up of `predict`; see the module).
+import mammocad.lazy_imports  # noqa: F401
+
+# isort: split
 import pandas as pd
 import yaml
 
@@ -43,7 +48,7 @@ from mammocad import __version__
 from mammocad.config import ConfigError, from_dict
 from mammocad.enhance import EnhanceConfig
 from mammocad.errors import ExpectedError, check_output_dir, report, sigterm_as_interrupt
-from mammocad.io import write_csv, write_json
+from mammocad.io import atomic_file, write_json
 from mammocad.localize import METHODS
 from mammocad.patches import PatchesConfig
 from mammocad.predict import (
@@ -389,6 +394,14 @@ def _fetch_model(args: argparse.Namespace) -> tuple[Path, str]:
     return fetch_models(args.model, Path(args.model_dir.name), uri)
 
 
+def _write_skipped(path: Path, rows: list[dict[str, str]]) -> None:
+    """``skipped.csv`` as pandas writes it (minimal quoting, ``\\n``), without pandas."""
+    with atomic_file(path) as fh:
+        writer = csv.DictWriter(fh, ["file", "reason"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``mammocad predict`` (see the module notes)."""
     if args.model is not None:
@@ -442,7 +455,7 @@ def run_predict(args: argparse.Namespace) -> int:
         processed += 1
         sys.stdout.write(_summary(path, prediction.result, json_path) + "\n")
     if files or others:
-        write_csv(args.out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
+        _write_skipped(args.out / "skipped.csv", skipped)
     if not files:
         sys.stderr.write("no DICOM, PNG or PGM files found in the inputs\n")
     log.info("%d processed, %d refused, %d failed", processed, len(skipped) - failed, failed)

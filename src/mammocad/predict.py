@@ -38,19 +38,23 @@ from mammocad.checkpoint import load_checkpoint
 from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
 from mammocad.image_rules import image_problem
+from mammocad.inference import build_architecture, cam_halo, fuse_for_inference
 from mammocad.localize import (
+    DEFAULT_HALO,
     DEFAULT_MAX_PIXELS,
+    STRIDE_ALIGN,
     Heatmap,
     Method,
-    backbone_heatmap,
     breast_box,
     breast_mask,
+    compute_heatmap,
+    heatmap_method,
     render_overlay,
     to_input,
     top_regions,
     working_shape,
 )
-from mammocad.models.backbones import build_architecture, get_spec
+from mammocad.models.backbones import get_module, get_spec
 from mammocad.models.shallow import ShallowCNN, shallow_from_checkpoint
 from mammocad.patches import PatchesConfig, make_full, make_patch
 
@@ -63,9 +67,10 @@ IMAGE_SUFFIXES = (".png", ".pgm")
 #: imported from there, whose training dependencies add most of a second to start-up).
 SHALLOW = "shallow_cnn"
 
-#: Rescaled pixels per network pass: a full-size mammogram at the 12-megapixel cap then
-#: needs about 0.6 GB of activations instead of 2 GB, for about 15 % more computation.
-DEFAULT_TILE_PIXELS = 3_000_000
+#: Rescaled pixels per network pass, context rows included: a full-size mammogram at the
+#: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
+#: 0.5 GB lower than in one pass, for about 8 % more computation.
+DEFAULT_TILE_PIXELS = 3_800_000
 
 _PGM_HEADER = re.compile(rb"^P5\s+(?:#[^\n]*\n\s*)*\d+\s+(?:#[^\n]*\n\s*)*\d+\s+(\d+)")
 
@@ -187,11 +192,13 @@ def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet weights needed).
 
     The same steps as :func:`mammocad.experiment.load_trained_backbone`, without importing
-    the training modules.
+    the training modules, and for the MobileNets without importing torchvision or timm
+    (:mod:`mammocad.inference`: the same state dict and outputs).
     """
     ckpt = load_checkpoint(path)
     # the init source decides the architecture (bundled weights pad like TensorFlow)
-    model = build_architecture(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
+    init = (ckpt.get("metrics") or {}).get("init")
+    model = build_architecture(ckpt["backbone"], init)
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
@@ -255,8 +262,8 @@ class Predictor:
         top_k: most regions reported.
         threshold: heatmap level a region's pixels reach.
         max_pixels: cap on the rescaled image's pixels.
-        tile_pixels: most rescaled pixels the network sees at once (CAM only; see
-            :func:`mammocad.localize.compute_heatmap`); ``None``: the whole breast at once.
+        tile_pixels: most rescaled pixels the network sees at once, context rows included
+            (CAM only; see :func:`stripe_pixels`); ``None``: the whole breast at once.
     """
 
     def __init__(
@@ -285,8 +292,12 @@ class Predictor:
         model, ckpt = _backbone_model(self.checkpoint_backbone)
         self.backbone = str(ckpt["backbone"])
         spec = get_spec(self.backbone)
-        # channels-last runs MobileNet's depthwise convolutions about 1.6× faster on CPUs
-        self.model = model.to(memory_format=torch.channels_last)
+        # Batch norms and ReLU6 folded into the convolutions (MobileNets; outputs change by
+        # float rounding only), and channels-last, which runs depthwise convolutions about
+        # 1.6× faster on CPUs.
+        self.model = fuse_for_inference(model).to(memory_format=torch.channels_last)
+        # context rows of a heatmap stripe: half the network's receptive field
+        self.halo = cam_halo(self.model) or DEFAULT_HALO
         self.mean, self.std = _input_stats(ckpt, (spec.mean, spec.std), self.checkpoint_backbone)
         self.shallow: ShallowCNN | None = None
         self.shallow_info: dict[str, Any] = {}
@@ -454,18 +465,24 @@ class Predictor:
             working_shape((h, w), scale, self.max_pixels)  # logs the reduction
             scale = math.sqrt(self.max_pixels / (h * w))
         box = breast_box(breast, margin=round(self.patch_px / 2))
-        crop = backbone_heatmap(
+        spec = get_spec(self.backbone)
+        method = heatmap_method(self.backbone, self.method)
+        # the factor as mammocad.localize.backbone_heatmap forms it from patch_px
+        scale = self.patches.image_size / (self.patches.image_size / scale)
+        rows, cols = working_shape(enhanced[box].shape, scale, self.max_pixels)
+        crop = compute_heatmap(
             self.model,
-            self.backbone,
             enhanced[box],
-            self.patches.image_size / scale,
+            scale,
             self.mean,
             self.std,
-            self.method,
+            get_module(self.model, spec.cam_target_layer),
+            get_module(self.model, spec.classifier),
+            method,  # type: ignore[arg-type]
             breast=breast[box],
-            input_size=self.patches.image_size,
             max_pixels=self.max_pixels,
-            tile_pixels=self.tile_pixels,
+            tile_pixels=stripe_pixels(rows, cols, self.tile_pixels, self.halo),
+            halo=self.halo,
         )
         values = np.zeros((h, w), np.float32)
         values[box] = crop.values
@@ -524,6 +541,29 @@ class Predictor:
             note=note,
             below_threshold=not prediction.passed,
         )
+
+
+def stripe_pixels(rows: int, cols: int, budget: int | None, halo: int) -> int | None:
+    """The ``tile_pixels`` of :func:`mammocad.localize.compute_heatmap` for a budget.
+
+    The fewest stripes of equal height (multiples of :data:`STRIDE_ALIGN`) whose rows,
+    with ``halo`` rows of context on each inner side, fit in ``budget`` pixels: fewer
+    stripes recompute fewer context rows, and equal heights keep the largest one, which
+    sets the memory, small.
+
+    Returns:
+        The pixels of one stripe without its context (one stripe height times ``cols``),
+        or None for one pass over the whole image (it fits, or no budget).
+    """
+    if not budget or rows * cols <= budget:
+        return None
+    n = 2
+    while True:
+        step = -(-rows // (n * STRIDE_ALIGN)) * STRIDE_ALIGN
+        context = halo * (2 if n > 2 else 1)
+        if (step + context) * cols <= budget or step == STRIDE_ALIGN:
+            return step * cols
+        n += 1
 
 
 def _widen(lo: int, hi: int, side: int, limit: int) -> tuple[int, int]:

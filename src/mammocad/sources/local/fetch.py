@@ -22,6 +22,7 @@ from mammocad.sources.layout import KIND_FILE, check_test_fraction, write_case_c
 from mammocad.sources.local.labels import NOT_LISTED, SKIPPED_COLUMNS, read_labels
 from mammocad.sources.local.plan import _assign_splits, _plan
 from mammocad.sources.local.write import _Task, _write_task
+from mammocad.sources.registry import register_source
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+@register_source("local", LocalConfig, paths=("root", "labels"))
 def fetch_local(out_dir: Path, cfg: LocalConfig, seed: int, workers: int = 0) -> dict[str, Any]:
     """Writes a user's labelled images into ``out_dir`` in the CBIS-DDSM layout.
 
