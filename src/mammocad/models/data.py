@@ -212,8 +212,10 @@ class ImageSet(Dataset):
     def normalised(self, mean: Sequence[float], std: Sequence[float]) -> ImageSet:
         """The same images and labels (shared, not copied) with another normalisation."""
         if len(mean) != self.channels or len(std) != self.channels or min(std) <= 0:
-            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need {self.channels} "
-                             "value(s) each, std positive")
+            raise ValueError(
+                f"mean {tuple(mean)} and std {tuple(std)} need {self.channels} "
+                "value(s) each, std positive"
+            )
         other = copy.copy(self)
         other._mean = torch.tensor(mean, dtype=torch.float32).view(1, self.channels, 1, 1)
         other._std = torch.tensor(std, dtype=torch.float32).view(1, self.channels, 1, 1)
