@@ -74,9 +74,6 @@ log = logging.getLogger(__name__)
 Method = Literal["cam", "gradcam"]
 METHODS: tuple[str, ...] = ("cam", "gradcam")
 
-#: Backbones whose head is global average pooling + one linear layer, so that CAM applies.
-GAP_LINEAR_HEADS = frozenset({"resnet50", "googlenet", "mobilenet_v1", "mobilenet_v2"})
-
 #: Side of the patches the backbones were trained on (paper §3.2).
 PATCH_INPUT = 224
 #: Rescaled sides are rounded to this multiple: the total stride of the backbones, so that
@@ -573,8 +570,8 @@ def compute_heatmap(
 def heatmap_method(backbone: str, method: Method = "cam") -> str:
     """The method actually used for a backbone: CAM where its head allows, else Grad-CAM."""
     _check_method(method)
-    get_spec(backbone)
-    return "cam" if method == "cam" and backbone in GAP_LINEAR_HEADS else "gradcam"
+    exact = get_spec(backbone).head == "gap_linear"
+    return "cam" if method == "cam" and exact else "gradcam"
 
 
 def backbone_heatmap(
@@ -641,7 +638,7 @@ def malignancy_heatmap(
         mean: per-channel normalisation mean of the network's training inputs.
         std: per-channel normalisation standard deviation.
         method: ``cam`` uses CAM where the head is global average pooling + one linear
-            layer (see :data:`GAP_LINEAR_HEADS`) and Grad-CAM otherwise; ``gradcam``
+            layer (a ``gap_linear`` head on the backbone's spec) and Grad-CAM otherwise; ``gradcam``
             always uses Grad-CAM.
         breast: boolean breast mask of the image's shape; computed when ``None``.
         input_size: side of the training patches.

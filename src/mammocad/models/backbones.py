@@ -76,6 +76,9 @@ class BackboneSpec:
             1000-class head; with ``pretrained=True`` it loads the weights from the local
             cache only (see :func:`fetch_weights`).
         classifier: dotted path of the final ``nn.Linear`` replaced by the two-class head.
+        head: ``"gap_linear"`` when the classifier is one linear layer on globally
+            average-pooled features, so that the class activation map (CAM) of paper §3 is
+            exact; ``"mlp"`` for fully connected stacks (AlexNet, VGG), which take Grad-CAM.
         cam_target_layer: dotted path of the last convolutional feature block, whose
             activations the class activation maps of paper §3 weight.
         default_frozen: module-path prefixes frozen by default (paper §3: "the network's
@@ -94,6 +97,7 @@ class BackboneSpec:
     name: str
     builder: Callable[[bool], nn.Module]
     classifier: str
+    head: Literal["gap_linear", "mlp"]
     cam_target_layer: str
     default_frozen: tuple[str, ...]
     source: Literal["torchvision", "timm"]
@@ -244,6 +248,7 @@ _torchvision_spec(
     "alexnet",
     "AlexNet_Weights.IMAGENET1K_V1",
     classifier="classifier.6",
+    head="mlp",
     cam_target_layer="features",
     default_frozen=("features.0",),  # conv1 (stride 4)
 )
@@ -251,6 +256,7 @@ _torchvision_spec(
     "vgg16",
     "VGG16_Weights.IMAGENET1K_V1",
     classifier="classifier.6",
+    head="mlp",
     cam_target_layer="features",
     # conv1_1..conv3_3: the three blocks before the third pooling (stride <= 4)
     default_frozen=tuple(f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14)),
@@ -259,6 +265,7 @@ _torchvision_spec(
     "vgg19",
     "VGG19_Weights.IMAGENET1K_V1",
     classifier="classifier.6",
+    head="mlp",
     cam_target_layer="features",
     # conv1_1..conv3_4: the three blocks before the third pooling (stride <= 4)
     default_frozen=tuple(f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 16)),
@@ -267,6 +274,7 @@ _torchvision_spec(
     "resnet50",
     "ResNet50_Weights.IMAGENET1K_V1",
     classifier="fc",
+    head="gap_linear",
     cam_target_layer="layer4",
     default_frozen=("conv1", "bn1", "layer1"),  # stem and stage 1 (stride 4)
 )
@@ -275,6 +283,7 @@ _torchvision_spec(
     "GoogLeNet_Weights.IMAGENET1K_V1",
     builder=partial(_build_googlenet, "GoogLeNet_Weights.IMAGENET1K_V1"),
     classifier="fc",
+    head="gap_linear",
     cam_target_layer="inception5b",
     default_frozen=("conv1", "conv2", "conv3"),  # the stem before inception3a (stride 4)
 )
@@ -283,6 +292,7 @@ _register(
         name="mobilenet_v1",
         builder=partial(_build_timm, "mobilenetv1_100.ra4_e3600_r224_in1k"),
         classifier="classifier",
+        head="gap_linear",
         # timm's MobileNet-v1 has no head convolution (conv_head is Identity): the last
         # depthwise-separable stage is the final convolutional feature map.
         cam_target_layer="blocks",
@@ -299,6 +309,7 @@ _torchvision_spec(
     "mobilenet_v2",
     "MobileNet_V2_Weights.IMAGENET1K_V1",
     classifier="classifier.1",
+    head="gap_linear",
     cam_target_layer="features",
     default_frozen=tuple(f"features.{i}" for i in range(4)),  # stem to the 24-ch stage
     bundled="mobilenet_v2_1.0_224_quant.tflite",
