@@ -22,7 +22,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from mammocad.experiment import load_trained_backbone
+from mammocad.checkpoint import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
 from mammocad.models.backbones import BACKBONES
 

@@ -6,10 +6,10 @@ import logging
 import sys
 
 from mammocad import layout
+from mammocad.checkpoint import load_trained_backbone
 from mammocad.experiment import (
     EvaluateParams,
     evaluate_model,
-    load_trained_backbone,
     params_dict,
     read_split,
 )

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from mammocad import layout
-from mammocad.experiment import load_trained_backbone
+from mammocad.checkpoint import load_trained_backbone
 from mammocad.export import ExportConfig, export_backbone, patch_sets
 from mammocad.layout import at
 from mammocad.timing import write_metrics

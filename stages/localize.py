@@ -18,7 +18,8 @@ import shutil
 import pandas as pd
 
 from mammocad import layout
-from mammocad.experiment import SHALLOW, EvaluateParams, load_trained_backbone, params_dict
+from mammocad.checkpoint import load_trained_backbone
+from mammocad.experiment import SHALLOW, EvaluateParams, params_dict
 from mammocad.io import write_csv, write_json
 from mammocad.layout import at
 from mammocad.localize import LocalizeConfig, localize_dataset

@@ -334,7 +334,7 @@ def test_scratch_trains_everything_unless_told(caches, caplog):
 
 
 def test_checkpoint_round_trip_keeps_tf_padding(caches, tmp_path):
-    from mammocad.experiment import load_trained_backbone
+    from mammocad.checkpoint import load_trained_backbone
     from mammocad.predict import _backbone_model
 
     torch.manual_seed(0)

@@ -151,7 +151,7 @@ def test_the_logged_model_has_a_signature_an_example_and_no_pickle(store, tmp_pa
 def test_pyfunc_loads_the_champion_and_matches_the_checkpoint(store):
     import mlflow
 
-    from mammocad.experiment import load_trained_backbone
+    from mammocad.checkpoint import load_trained_backbone
 
     mlflow.set_tracking_uri(store["uri"])
     loaded = mlflow.pyfunc.load_model(CHAMPION_URI)

@@ -203,11 +203,11 @@ def test_predictor_repeats_the_training_preprocessing(models, tmp_path):
 
 
 def test_checkpoints_load_as_the_training_code_loads_them(models):
-    from mammocad import experiment, predict
+    from mammocad import checkpoint, predict
 
-    assert predict.SHALLOW == experiment.SHALLOW
     ours, ckpt = predict._backbone_model(models / f"{BACKBONE}.pt")
-    theirs, _ = experiment.load_trained_backbone(models / f"{BACKBONE}.pt")
+    # the training stages' architectures (torchvision, timm), not predict's
+    theirs, _ = checkpoint.load_trained_backbone(models / f"{BACKBONE}.pt")
     assert ckpt["backbone"] == BACKBONE and not ours.training
     for (name, a), (_, b) in zip(
         ours.state_dict().items(), theirs.state_dict().items(), strict=True

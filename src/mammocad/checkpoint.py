@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -113,3 +113,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ):
         raise ValueError(f"{path}: checkpoint key 'model' is not a state dict of tensors")
     return data
+
+
+#: ``build(backbone, init_source)`` → the untrained architecture a checkpoint's weights fit.
+Builder = Callable[[str, "str | None"], nn.Module]
+
+
+def rebuild_backbone(ckpt: Mapping[str, Any], build: Builder | None = None) -> nn.Module:
+    """The fine-tuned backbone of a loaded checkpoint, in eval mode.
+
+    The checkpoint's init source decides the architecture (models converted from the
+    bundled TFLite weights pad like TensorFlow), so it is passed to ``build`` with the
+    backbone name. ``build`` defaults to :func:`mammocad.models.backbones.build_architecture`;
+    ``mammocad predict`` passes :func:`mammocad.inference.build_architecture`, which makes
+    the same state dict without importing torchvision or timm.
+    """
+    if build is None:
+        from mammocad.models.backbones import build_architecture as build
+    model = build(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def load_trained_backbone(
+    path: str | os.PathLike, build: Builder | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Loads a checkpoint and rebuilds its backbone (see :func:`rebuild_backbone`)."""
+    ckpt = load_checkpoint(path)
+    return rebuild_backbone(ckpt, build), ckpt

@@ -547,7 +547,7 @@ def _threshold(args: argparse.Namespace, backbone: str) -> tuple[float, str]:
 
 def run_export(args: argparse.Namespace) -> int:
     """Runs ``mammocad export``: the export stage's files for any trained checkpoint."""
-    from mammocad.experiment import load_trained_backbone
+    from mammocad.checkpoint import load_trained_backbone
     from mammocad.export import export_backbone, patch_sets
 
     for path in args.checkpoints:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mammocad.checkpoint import load_checkpoint, save_checkpoint
+from mammocad.checkpoint import save_checkpoint
 from mammocad.config import from_dict, to_dict
 from mammocad.entries import SHALLOW, backbone_of
 from mammocad.evaluate import (
@@ -33,7 +33,6 @@ from mammocad.evaluate import (
     model_file_mb,
 )
 from mammocad.models.backbones import (
-    build_architecture,
     build_model,
     count_parameters,
     get_spec,
@@ -405,16 +404,6 @@ def save_trained(path: Path, trained: TrainedModel, config: dict[str, Any]) -> N
         # without timings: identical weights must give an identical file (DVC hashes it)
         split_timing({k: v for k, v in trained.info.items() if k not in ("best", "input")})[0],
     )
-
-
-def load_trained_backbone(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet download needed)."""
-    ckpt = load_checkpoint(path)
-    # the init source decides the architecture (bundled weights pad like TensorFlow)
-    model = build_architecture(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
 
 
 def params_dict(obj: Any) -> dict[str, Any]:

@@ -83,11 +83,9 @@ def _network(ckpt: dict[str, Any]) -> Any:
 
         model = shallow_from_checkpoint(ckpt)
     else:
-        from mammocad.models.backbones import build_architecture
+        from mammocad.checkpoint import rebuild_backbone
 
-        # the init source decides the architecture (bundled weights pad like TensorFlow)
-        model = build_architecture(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
-        model.load_state_dict(ckpt["model"])
+        model = rebuild_backbone(ckpt)
     norm = (ckpt.get("config") or {}).get("input") or {}
     if "mean" not in norm or "std" not in norm:
         raise ValueError(f"checkpoint of {ckpt['backbone']!r} holds no input mean/std")

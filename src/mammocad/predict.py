@@ -34,9 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from mammocad.checkpoint import load_checkpoint
+from mammocad.checkpoint import load_checkpoint, load_trained_backbone
 from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
+from mammocad.entries import SHALLOW
 from mammocad.image_rules import image_problem
 from mammocad.inference import build_architecture, cam_halo, fuse_for_inference
 from mammocad.localize import (
@@ -63,9 +64,6 @@ log = logging.getLogger(__name__)
 #: File name suffixes read as images besides DICOM.
 IMAGE_SUFFIXES = (".png", ".pgm")
 
-#: Registry name of the shallow CNN's checkpoint (``mammocad.experiment.SHALLOW``; not
-#: imported from there, whose training dependencies add most of a second to start-up).
-SHALLOW = "shallow_cnn"
 
 #: Rescaled pixels per network pass, context rows included: a full-size mammogram at the
 #: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
@@ -191,17 +189,11 @@ def check_image(image: np.ndarray) -> None:
 def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet weights needed).
 
-    The same steps as :func:`mammocad.experiment.load_trained_backbone`, without importing
-    the training modules, and for the MobileNets without importing torchvision or timm
-    (:mod:`mammocad.inference`: the same state dict and outputs).
+    :func:`mammocad.checkpoint.load_trained_backbone` with, for the MobileNets, the
+    architectures of :mod:`mammocad.inference` (the same state dict and outputs, without
+    importing torchvision or timm).
     """
-    ckpt = load_checkpoint(path)
-    # the init source decides the architecture (bundled weights pad like TensorFlow)
-    init = (ckpt.get("metrics") or {}).get("init")
-    model = build_architecture(ckpt["backbone"], init)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
+    return load_trained_backbone(path, build_architecture)
 
 
 def _shallow_model(path: Path) -> tuple[ShallowCNN, dict[str, Any]]:
