@@ -453,7 +453,7 @@ def test_predict_loads_no_library_it_does_not_use(models, tmp_path):
         f"rc = cli.main({[*args, '--backbone', BACKBONE]!r})\n"
         f"print(json.dumps([rc, [m for m in {heavy!r} if m in sys.modules]]))\n"
     )
-    src = str(Path(cli.__file__).resolve().parents[1])
+    src = str(Path(cli.__file__).resolve().parents[2])  # src/mammocad/cli/__init__.py
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
