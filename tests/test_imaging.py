@@ -1,6 +1,6 @@
 """No train/serve skew: ``predict`` sees a file as the training pipeline does.
 
-For one file of each kind (16-bit PNG, 8-bit PNG, DICOM), the image ``predict`` enhances
+For one file of each kind (16-bit PNG, 8-bit PNG, DICOM, a PGM whose maximum is not 255), the image ``predict`` enhances
 (:func:`mammocad.predict.load_image`, then the enhancement chain as :class:`Predictor`
 applies it) equals, pixel for pixel, the image the training stages make of the same file
 (the ``local`` source, ``convert`` and ``enhance`` stage functions).
@@ -41,11 +41,15 @@ def test_predict_preprocessing_equals_training(tmp_path: Path) -> None:
         "P16": "g16.png",
         "P8": "g8.png",
         "PDCM": "scan.dcm",
+        "PPGM": "film.pgm",
     }
     cv2.imwrite(str(root / "g16.png"), _mammogram(1))
     cv2.imwrite(str(root / "g8.png"), (_mammogram(2) >> 8).astype(np.uint8))
     twelve = (_mammogram(3) >> 4).astype(np.uint16)
     save(make_dataset(twelve, bits_stored=12), root / "scan.dcm")
+    # an 8-bit film whose maximum value is 200: stretched from 0..200, not multiplied by 257
+    film = (_mammogram(4) // 328).astype(np.uint8)
+    (root / "film.pgm").write_bytes(b"P5\n%d %d\n200\n" % (W, H) + film.tobytes())
     labels = ["file,patient_id,pathology,laterality,view"]
     labels += [f"{name},{pid},NORMAL,LEFT,CC" for pid, name in files.items()]
     (root / "labels.csv").write_text("\n".join(labels) + "\n")

@@ -39,6 +39,7 @@ from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
 from mammocad.entries import SHALLOW
 from mammocad.image_rules import image_problem
+from mammocad.imaging import read_image as read_image_file
 from mammocad.inference import build_architecture, cam_halo, fuse_for_inference
 from mammocad.localize import (
     DEFAULT_HALO,
@@ -69,8 +70,6 @@ IMAGE_SUFFIXES = (".png", ".pgm")
 #: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
 #: 0.5 GB lower than in one pass, for about 8 % more computation.
 DEFAULT_TILE_PIXELS = 3_800_000
-
-_PGM_HEADER = re.compile(rb"^P5\s+(?:#[^\n]*\n\s*)*\d+\s+(?:#[^\n]*\n\s*)*\d+\s+(\d+)")
 
 
 class NotAMammogram(Exception):
@@ -104,13 +103,14 @@ def _quiet_opencv() -> Iterator[None]:
         logging_.setLogLevel(level)
 
 
-def _pgm_maxval(data: np.ndarray) -> int | None:
-    match = _PGM_HEADER.match(data[:512].tobytes())
-    return int(match.group(1)) if match else None
+def _is_pgm(path: Path) -> bool:
+    """Whether the file starts like a binary or plain PGM (``P5``/``P2``)."""
+    with open(path, "rb") as fh:
+        return re.match(rb"^P[25]\s", fh.read(3)) is not None
 
 
 def _decode_raster(path: Path) -> np.ndarray:
-    """A PNG/PGM (or other OpenCV-readable raster) as a 2-D ``uint16`` image."""
+    """A PNG (or other OpenCV-readable raster) as a 2-D ``uint16`` image."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -130,12 +130,6 @@ def _decode_raster(path: Path) -> np.ndarray:
         return image.astype(np.uint16) * 257
     if image.dtype != np.uint16:
         raise NotAMammogram(f"unsupported pixel type {image.dtype} (expected 8 or 16 bits)")
-    maxval = _pgm_maxval(data)
-    if maxval is not None and 255 < maxval < 65535:
-        # OpenCV keeps a 12-bit PGM's raw values; stretch them to the 16-bit range as
-        # DICOM reading does, so that every input uses 0..65535
-        stretched = np.rint(image.astype(np.float64) * (65535.0 / maxval))
-        return np.clip(stretched, 0, 65535).astype(np.uint16)
     return image
 
 
@@ -144,7 +138,8 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
     DICOM (by its ``DICM`` marker or a ``.dcm`` suffix) goes through
     :func:`mammocad.dicom.read_pixels`; other files are decoded by OpenCV, 8-bit grey
-    multiplied by 257 and 16-bit grey kept (a PGM with a smaller maximum is stretched).
+    multiplied by 257 and 16-bit grey kept; PGMs are read by :mod:`mammocad.imaging`, as the
+    training pipeline reads them (stretched from ``0..maxval``).
 
     Returns:
         The image and its format (``dicom``, ``png``, ``pgm`` or the file's suffix).
@@ -163,7 +158,14 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
             raise NotAMammogram(exc.reason) from None
     else:
         try:
-            image, kind = _decode_raster(path), suffix.lstrip(".") or "raster"
+            if _is_pgm(path):
+                # PGMs as training reads them: stretched from 0..maxval (mammocad.imaging)
+                try:
+                    image, kind = read_image_file(path).pixels, "pgm"
+                except SkipImage as exc:
+                    raise NotAMammogram(exc.reason) from None
+            else:
+                image, kind = _decode_raster(path), suffix.lstrip(".") or "raster"
         except NotAMammogram:
             if suffix in IMAGE_SUFFIXES:
                 raise
