@@ -65,3 +65,14 @@ def test_checkpoints_of_identical_weights_are_identical_files(tmp_path):
         save_checkpoint(path, model, "net", {"seed": 1}, 1, metrics)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_time_calls_counts_warmup_timed_calls_and_syncs():
+    from mammocad.timing import time_calls
+
+    calls, syncs = [], []
+    out = time_calls(lambda: calls.append(1), repeats=5, warmup=2, sync=lambda: syncs.append(1))
+    assert (len(calls), len(syncs)) == (7, 6)  # 2 warm-up + 5 timed; after warm-up and each
+    assert set(out) == {"median_ms", "p90_ms", "mean_ms", "repeats"}
+    assert out["repeats"] == 5
+    assert 0 <= out["median_ms"] <= out["p90_ms"] and out["mean_ms"] >= 0

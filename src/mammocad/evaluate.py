@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import statistics
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mammocad.registry import Registry
+from mammocad.timing import time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -382,33 +381,19 @@ def latency_ms(
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     device = next(model.parameters(), torch.zeros(0)).device
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     was_training = model.training
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     model.eval()
     try:
-        for _ in range(warmup):
-            model(x)
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            sync()
-            times.append((time.perf_counter() - start) * 1000.0)
+        timed = time_calls(lambda: model(x), repeats, warmup, sync)
         used_threads = torch.get_num_threads()
     finally:
         model.train(was_training)
         torch.set_num_threads(previous_threads)
-    return {
-        "median_ms": statistics.median(times),
-        "p90_ms": float(np.percentile(times, 90)),
-        "mean_ms": statistics.fmean(times),
-        "repeats": repeats,
-        "threads": used_threads,
-    }
+    return {**timed, "threads": used_threads}
 
 
 def model_file_mb(path: str | os.PathLike) -> float:

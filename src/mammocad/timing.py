@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mammocad.io import write_json
 
@@ -118,3 +122,37 @@ def read_metrics(path: str | os.PathLike, root: str | os.PathLike) -> dict[str, 
     if extra.is_file():
         return merge_timing(science, json.loads(extra.read_text()))
     return science
+
+
+def time_calls(
+    call: Callable[[], object],
+    repeats: int,
+    warmup: int = 3,
+    sync: Callable[[], object] | None = None,
+) -> dict[str, Any]:
+    """Wall-clock milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+
+    The one latency timer of the pipeline (the evaluate stage's batch-1 latency, the
+    export stage's deployment table). ``sync`` (e.g. ``torch.cuda.synchronize``) runs
+    after the warm-up and after each timed call, so asynchronous work is counted.
+
+    Returns:
+        ``{"median_ms", "p90_ms", "mean_ms", "repeats"}``.
+    """
+    for _ in range(warmup):
+        call()
+    if sync is not None:
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        if sync is not None:
+            sync()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": float(np.percentile(times, 90)),
+        "mean_ms": statistics.fmean(times),
+        "repeats": repeats,
+    }

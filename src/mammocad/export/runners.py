@@ -5,8 +5,6 @@ patches, their probabilities compared with eager PyTorch, and batch-1 timing.
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from torch import nn
 
 from mammocad.evaluate import binary_metrics
 from mammocad.models.data import ImageSet, batches
+from mammocad.timing import time_calls
 
 
 def ort_session(path: Path, threads: int) -> Any:
@@ -74,19 +73,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def time_runner(run: Runner, example: np.ndarray, repeats: int, warmup: int = 3) -> dict:
     """Batch-1 latency of a runner: median, 90th percentile and mean in milliseconds."""
-    for _ in range(warmup):
-        run(example)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(example)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {
-        "median_ms": statistics.median(times),
-        "p90_ms": float(np.percentile(times, 90)),
-        "mean_ms": statistics.fmean(times),
-        "repeats": repeats,
-    }
+    return time_calls(lambda: run(example), repeats, warmup)
 
 
 def compare(
