@@ -65,9 +65,22 @@ def imap(
             return
         # fork is cheap and inherits imported modules; spawn would re-import torch per worker.
         ctx = mp.get_context("fork")
-        with ctx.Pool(n, maxtasksperchild=200) as pool:
+        pool = ctx.Pool(n, maxtasksperchild=200)
+        done = False
+        try:
             for result in pool.imap(func, tasks, chunksize=1):
                 yield result
                 bar.update()
+            done = True
+        finally:
+            # After the last result the workers are told to stop and leave on their own.
+            # Terminating them instead (what ``with Pool()`` does) signals workers that may
+            # be waiting on the task queue's lock; one that dies holding it, or whose signal
+            # lands on another of its threads, leaves a sibling blocked and the join hangs.
+            if done:
+                pool.close()
+            else:
+                pool.terminate()
+            pool.join()
     finally:
         bar.close()
