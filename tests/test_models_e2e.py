@@ -244,11 +244,14 @@ def test_forced_rerun_gives_identical_files_and_no_metrics_diff(repo):
     before = _digests(repo)
     assert any(k.startswith("models/export/") for k in before)
     timing = (repo / "metrics/timing/eval/mobilenet_v1.json").read_text()
+    lock = (repo / "dvc.lock").read_text()
     _run(repo, str(BIN / "dvc"), "repro", "-f")
     after = _digests(repo)
     changed = sorted(k for k in before if before[k] != after.get(k))
     assert not changed, f"changed on a forced rerun: {changed}"
     assert set(after) == set(before)
     assert _run(repo, str(BIN / "dvc"), "metrics", "diff").strip() == ""
+    # every declared output hashed the same: the lock file did not move
+    assert (repo / "dvc.lock").read_text() == lock
     # the timings were measured again, apart
     assert (repo / "metrics/timing/eval/mobilenet_v1.json").read_text() != timing
