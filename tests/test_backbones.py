@@ -161,7 +161,7 @@ def test_normalisation_matches_the_weights():
 @pytest.fixture
 def no_bundled(tmp_path, monkeypatch):
     """Hides the bundled int8 weights, as where the package lost them."""
-    monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
+    monkeypatch.setattr(bundled.load, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
 
 
 @pytest.fixture

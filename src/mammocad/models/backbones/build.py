@@ -50,7 +50,7 @@ def build_architecture(
         raise ValueError(f"unknown init source {init_source!r}; valid: {', '.join(SOURCES)}")
     model = spec.builder(False)
     if init_source == BUNDLED:
-        from mammocad.models.bundled import tf_architecture
+        from mammocad.models.bundled.architecture import tf_architecture
 
         tf_architecture(model, spec.mean, spec.std)
     replace_head(model, spec.classifier, num_classes)
@@ -67,7 +67,7 @@ def _imagenet_model(
     except WeightsUnavailable as err:
         cause, why = err, str(err)
     if spec.bundled is not None:
-        from mammocad.models.bundled import build_bundled
+        from mammocad.models.bundled.load import build_bundled
 
         try:
             model = build_bundled(spec.name)
