@@ -161,15 +161,17 @@ def test_normalisation_matches_the_weights():
 @pytest.fixture
 def no_bundled(tmp_path, monkeypatch):
     """Hides the bundled int8 weights, as where the package lost them."""
-    monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
+    monkeypatch.setattr(bundled.load, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
 
 
 @pytest.fixture
 def unroutable(monkeypatch):
     """Points the network probe at TEST-NET-1 (RFC 5737), which no network routes."""
-    real = bb._reachable
+    real = bb.download._reachable
     monkeypatch.setattr(
-        bb, "_reachable", lambda url, timeout: real("https://192.0.2.1/", min(timeout, 3.0))
+        bb.download,
+        "_reachable",
+        lambda url, timeout: real("https://192.0.2.1/", min(timeout, 3.0)),
     )
 
 
@@ -276,14 +278,14 @@ def test_offline_env_skips_the_network(caches, no_bundled, monkeypatch):
     def no_probe(url, timeout):
         raise AssertionError("network probed although downloads are disabled")
 
-    monkeypatch.setattr(bb, "_reachable", no_probe)
+    monkeypatch.setattr(bb.download, "_reachable", no_probe)
     with pytest.raises(WeightsUnavailable, match="downloading is disabled"):
         build_model("mobilenet_v1", "imagenet")
 
 
 def test_probe_of_unroutable_host_is_quick():
     start = time.monotonic()
-    assert not bb._reachable("https://192.0.2.1/", 1.0)
+    assert not bb.download._reachable("https://192.0.2.1/", 1.0)
     assert time.monotonic() - start < 3
 
 
@@ -294,12 +296,12 @@ def test_download_checks_the_file_name_hash(tmp_path):
     source.write_bytes(payload)
 
     good = tmp_path / "cache" / f"net-{digest[:8]}.pth"
-    bb._download(source.as_uri(), good, timeout=5.0)
+    bb.download._download(source.as_uri(), good, timeout=5.0)
     assert good.read_bytes() == payload
 
     bad = tmp_path / "cache" / "net-deadbeef.pth"
     with pytest.raises(WeightsUnavailable, match="SHA-256"):
-        bb._download(source.as_uri(), bad, timeout=5.0)
+        bb.download._download(source.as_uri(), bad, timeout=5.0)
     assert sorted(p.name for p in bad.parent.iterdir()) == [good.name]
 
 

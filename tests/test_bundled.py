@@ -238,7 +238,7 @@ def test_damaged_file_is_named(tmp_path, monkeypatch, damage):
         flipped = bytearray(good)
         flipped[len(good) // 2] ^= 0x10
         _copy(folder, bytes(flipped), filename)
-    monkeypatch.setattr(bd, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(bd.load, "WEIGHTS_DIR", folder)
     with pytest.raises(bd.BundledWeightsUnavailable) as err:
         bd.build_bundled(V2)
     message = str(err.value)
@@ -299,7 +299,7 @@ def test_empty_caches_give_bundled_weights(caches, models, name):
 def test_bundled_unreadable_imagenet_fails_and_auto_trains_from_scratch(
     caches, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(bd, "WEIGHTS_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(bd.load, "WEIGHTS_DIR", tmp_path / "nowhere")
     with pytest.raises(WeightsUnavailable) as err:
         build_model(V2, "imagenet", allow_download=False)
     message = str(err.value)
@@ -393,7 +393,7 @@ def test_onnx_reproduces_the_model(models, tmp_path):
 def test_tf_same_padding_pads_after():
     conv = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False)
     nn.init.ones_(conv.weight)
-    same = bd._rebuilt(conv, bd.TFSamePadConv2d)
+    same = bd.architecture._rebuilt(conv, bd.TFSamePadConv2d)
     x = torch.arange(16.0).view(1, 1, 4, 4)
     # TF: 0 rows/columns before, 1 after; the first output sums x[0:3, 0:3]
     assert same(x)[0, 0, 0, 0] == x[0, 0, :3, :3].sum()

@@ -25,8 +25,9 @@ from dicom_factory import make_dataset, save
 from mammocad.convert import convert_dataset
 from mammocad.deid import identifying_fields
 from mammocad.errors import InputError, InputNotFound
-from mammocad.sources import retriever
-from mammocad.sources.retriever import UNKNOWN_SERIES, fetch_from_root
+from mammocad.sources.retriever import index, linking
+from mammocad.sources.retriever.fetch import fetch_from_root
+from mammocad.sources.retriever.linking import UNKNOWN_SERIES
 from mammocad.sources.synthetic import SyntheticConfig, write_retriever_download
 from mammocad.sources.tcia import CSV_NAMES, TciaConfig
 from mammocad.sources.tcia.manifest import read_tcia_manifest
@@ -110,12 +111,12 @@ def test_links_fall_back_to_symlinks_then_copies(nbia, tmp_path, monkeypatch):
     def no_link(*args, **kwargs):
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(retriever.os, "link", no_link)
-    linker = retriever.Linker()
+    monkeypatch.setattr(linking.os, "link", no_link)
+    linker = linking.Linker()
     src = next(nbia.rglob("1-1.dcm"))
     linker.install(src, tmp_path / "a" / "x.dcm", identifying=False)
     assert (tmp_path / "a" / "x.dcm").is_symlink()
-    monkeypatch.setattr(retriever.os, "symlink", no_link)
+    monkeypatch.setattr(linking.os, "symlink", no_link)
     linker.install(src, tmp_path / "b" / "x.dcm", identifying=False)
     assert (tmp_path / "b" / "x.dcm").read_bytes() == src.read_bytes()
     assert linker.counts == {"symlink": 1, "copy": 1}
@@ -129,10 +130,10 @@ def test_headers_are_cached_and_pixels_never_read(nbia, tmp_path, monkeypatch):
         calls.append(kwargs.get("stop_before_pixels", False))
         return real(path, *args, **kwargs)
 
-    scan = retriever.scan_root(nbia.resolve(), CSV_NAMES)
+    scan = index.scan_root(nbia.resolve(), CSV_NAMES)
     with monkeypatch.context() as patch:
         patch.setattr("mammocad.dicom.pydicom.dcmread", spy)
-        entries, counts = retriever.index_headers(
+        entries, counts = index.index_headers(
             nbia.resolve(), scan, tmp_path / "dl" / "cbis-ddsm-root"
         )
     assert len(calls) == len(entries) == counts["headers_read"] > 0

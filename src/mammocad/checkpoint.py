@@ -129,7 +129,7 @@ def rebuild_backbone(ckpt: Mapping[str, Any], build: Builder | None = None) -> n
     the same state dict without importing torchvision or timm.
     """
     if build is None:
-        from mammocad.models.backbones import build_architecture as build
+        from mammocad.models.backbones.build import build_architecture as build
     model = build(ckpt["backbone"], (ckpt.get("metrics") or {}).get("init"))
     model.load_state_dict(ckpt["model"])
     return model.eval()

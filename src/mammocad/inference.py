@@ -68,7 +68,7 @@ def build_architecture(
     spec = backbones.get_spec(name)
     model = builder()
     if init_source == backbones.BUNDLED:
-        from mammocad.models.bundled import tf_architecture
+        from mammocad.models.bundled.architecture import tf_architecture
 
         tf_architecture(model, spec.mean, spec.std)
     backbones.replace_head(model, spec.classifier, num_classes)
@@ -331,7 +331,7 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 
 
 def _tf_same(conv: nn.Conv2d) -> bool:
-    from mammocad.models.bundled import TFSamePadConv2d
+    from mammocad.models.bundled.architecture import TFSamePadConv2d
 
     return isinstance(conv, TFSamePadConv2d)
 

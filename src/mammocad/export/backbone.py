@@ -35,7 +35,7 @@ from mammocad.export.runners import (
 )
 from mammocad.export.writers import DeployModel, export_onnx, export_torchscript
 from mammocad.io import atomic_dir, write_json
-from mammocad.models.backbones import count_parameters
+from mammocad.models.backbones.surgery import count_parameters
 from mammocad.models.data import ImageSet, label_malignant
 
 log = logging.getLogger(__name__)

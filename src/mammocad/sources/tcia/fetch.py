@@ -16,7 +16,7 @@ from mammocad.errors import InputNotFound
 from mammocad.progress import progress
 from mammocad.sources.layout import link_tree
 from mammocad.sources.registry import register_source
-from mammocad.sources.retriever import fetch_from_root
+from mammocad.sources.retriever.fetch import fetch_from_root
 from mammocad.sources.tcia.api import _Client, _Outcome
 from mammocad.sources.tcia.case_csvs import _write_csvs
 from mammocad.sources.tcia.config import CSV_NAMES, TciaConfig, TciaError
