@@ -31,8 +31,8 @@ class SyntheticConfig:
             (as ``Mass-Test_P_00145`` in the real collection).
         style_crossover: share of findings drawn with the other pathology's look (BI-RADS
             shape, margins, calcification type). A rule that knew each finding's look
-            would reach a ROC AUC of about ``1 - style_crossover``; density carries a
-            little more signal beside it.
+            would reach a ROC AUC of about ``1 - style_crossover``; density (malignant
+            masses are drawn denser whatever their look) carries more signal beside it.
     """
 
     n_patients: int = 60
@@ -44,7 +44,7 @@ class SyntheticConfig:
     quirk_fraction: float = 0.1
     missing_fraction: float = 0.0
     mismatched_mask_fraction: float = 0.0
-    style_crossover: float = 0.1
+    style_crossover: float = 0.05
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -95,7 +95,7 @@ class _PatientTask:
     image_height: int
     seed: int
     out_dir: Path
-    style_crossover: float = 0.1
+    style_crossover: float = 0.05
 
 
 def _exact_flags(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
