@@ -169,7 +169,7 @@ def main() -> None:
         )
 
         from mammocad.inference import fuse_for_inference
-        from mammocad.predict import _backbone_model
+        from mammocad.predict.networks import _backbone_model
 
         model, ckpt = _backbone_model(models / "mobilenet_v1.pt")
         model = fuse_for_inference(model).to(memory_format=torch.channels_last)

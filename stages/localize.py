@@ -19,7 +19,8 @@ import pandas as pd
 
 from mammocad import layout
 from mammocad.checkpoint import load_trained_backbone
-from mammocad.experiment import SHALLOW, EvaluateParams, params_dict
+from mammocad.entries import SHALLOW
+from mammocad.experiment import EvaluateParams, params_dict
 from mammocad.io import write_csv, write_json
 from mammocad.layout import at
 from mammocad.localize import LocalizeConfig, localize_dataset

@@ -11,8 +11,8 @@ import logging
 from mammocad import layout
 from mammocad.distributed import session
 from mammocad.enhance import EnhanceConfig
+from mammocad.entries import SHALLOW
 from mammocad.experiment import (
-    SHALLOW,
     EvaluateParams,
     ShallowParams,
     evaluate_model,

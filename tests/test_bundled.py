@@ -335,7 +335,7 @@ def test_scratch_trains_everything_unless_told(caches, caplog):
 
 def test_checkpoint_round_trip_keeps_tf_padding(caches, tmp_path):
     from mammocad.checkpoint import load_trained_backbone
-    from mammocad.predict import _backbone_model
+    from mammocad.predict.networks import _backbone_model
 
     torch.manual_seed(0)
     model, source = build_model(V2, "imagenet", allow_download=False)

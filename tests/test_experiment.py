@@ -3,7 +3,8 @@
 import pytest
 
 from mammocad.config import ConfigError
-from mammocad.experiment import backbone_of, frozen_prefixes, resolve_finetune
+from mammocad.entries import backbone_of
+from mammocad.experiment import frozen_prefixes, resolve_finetune
 from mammocad.models.backbones import build_model
 
 SECTION = {

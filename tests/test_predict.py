@@ -27,7 +27,8 @@ from mammocad.localize import breast_mask
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.patches import PatchesConfig, resize
-from mammocad.predict import NotAMammogram, Predictor, _widen, load_image, stripe_pixels
+from mammocad.predict import NotAMammogram, Predictor, load_image, stripe_pixels
+from mammocad.predict.geometry import _widen
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKBONE = "mobilenet_v2"
@@ -203,9 +204,10 @@ def test_predictor_repeats_the_training_preprocessing(models, tmp_path):
 
 
 def test_checkpoints_load_as_the_training_code_loads_them(models):
-    from mammocad import checkpoint, predict
+    from mammocad import checkpoint
+    from mammocad.predict.networks import _backbone_model
 
-    ours, ckpt = predict._backbone_model(models / f"{BACKBONE}.pt")
+    ours, ckpt = _backbone_model(models / f"{BACKBONE}.pt")
     # the training stages' architectures (torchvision, timm), not predict's
     theirs, _ = checkpoint.load_trained_backbone(models / f"{BACKBONE}.pt")
     assert ckpt["backbone"] == BACKBONE and not ours.training

@@ -132,7 +132,7 @@ def test_headers_are_cached_and_pixels_never_read(nbia, tmp_path, monkeypatch):
 
     scan = index.scan_root(nbia.resolve(), CSV_NAMES)
     with monkeypatch.context() as patch:
-        patch.setattr("mammocad.dicom.pydicom.dcmread", spy)
+        patch.setattr("mammocad.dicom.header.pydicom.dcmread", spy)
         entries, counts = index.index_headers(
             nbia.resolve(), scan, tmp_path / "dl" / "cbis-ddsm-root"
         )

@@ -27,13 +27,13 @@ from mammocad.cli.common import (
     resolve_section,
 )
 from mammocad.enhance import EnhanceConfig
+from mammocad.entries import SHALLOW
 from mammocad.errors import check_output_dir
 from mammocad.io import atomic_file, write_json
 from mammocad.localize import METHODS
 from mammocad.patches import PatchesConfig
 from mammocad.predict import (
     IMAGE_SUFFIXES,
-    SHALLOW,
     NotAMammogram,
     Predictor,
     has_dicom_preamble,

@@ -30,9 +30,10 @@ def _fingerprint(table: pd.DataFrame, index: DicomIndex) -> str:
         for path in index.series[uid]:
             st = path.stat()
             h.update(f"{uid}|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    # the converter is every module of this package
+    # the converter is every module of this package, and of the DICOM reader's
     converter = sorted(Path(__file__).parent.glob("*.py"))
-    for module in (*converter, cbis.__file__, dicom_module.__file__):
+    reader = sorted(Path(dicom_module.__file__).parent.glob("*.py"))
+    for module in (*converter, cbis.__file__, *reader):
         h.update(Path(module).read_bytes())
     return h.hexdigest()
 

@@ -1,50 +1,24 @@
-"""Prediction on new mammograms: the whole framework of paper Fig. 1 on one image.
-
-Paper Fig. 1: a pre-processed full mammogram goes to the shallow CNN (normal vs cancerous,
-Fig. 2) and to the fine-tuned MobileNet patch network, whose class activation map
-localizes masses in the full image. :class:`Predictor` loads both trained checkpoints
-once and, for each file, repeats the training preprocessing exactly (same enhancement
-chain with the full-image tile grid, same down-sizing and orientation for the shallow CNN,
-same normalisation from the checkpoints), then reports the shallow CNN's probability and
-the strongest heatmap regions with bounding boxes in the original image's pixels. The
-localization always runs; the shallow probability is reported beside it rather than used
-as a gate, so that a reader sees both.
-
-Inputs are refused with :class:`NotAMammogram` and a one-line reason when they cannot be a
-mammogram: a DICOM file of another modality, colour, multi-frame or corrupt (see
-:func:`mammocad.dicom.read_pixels`), a colour or undecodable PNG/PGM, a blank image, or
-one much too small.
-"""
+"""The trained framework of paper Fig. 1 applied to loaded mammograms: :class:`Predictor`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from mammocad.checkpoint import load_checkpoint, load_trained_backbone
-from mammocad.dicom import SkipImage, read_pixels
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
-from mammocad.entries import SHALLOW
-from mammocad.image_rules import image_problem
-from mammocad.imaging import read_image as read_image_file
-from mammocad.inference import build_architecture, cam_halo, fuse_for_inference
+from mammocad.inference import cam_halo, fuse_for_inference
 from mammocad.localize import (
     DEFAULT_HALO,
     DEFAULT_MAX_PIXELS,
-    STRIDE_ALIGN,
     Heatmap,
     Method,
     breast_box,
@@ -57,169 +31,19 @@ from mammocad.localize import (
     working_shape,
 )
 from mammocad.models.backbones import get_module, get_spec
-from mammocad.models.shallow import ShallowCNN, shallow_from_checkpoint
+from mammocad.models.shallow import ShallowCNN
 from mammocad.patches import PatchesConfig, make_full, make_patch
+from mammocad.predict.geometry import _widen, stripe_pixels
+from mammocad.predict.load import check_image, load_image
+from mammocad.predict.networks import _backbone_model, _input_stats, _shallow_model
 
-log = logging.getLogger(__name__)
-
-#: File name suffixes read as images besides DICOM.
-IMAGE_SUFFIXES = (".png", ".pgm")
+log = logging.getLogger("mammocad.predict")  # the package's logger, named in the log lines
 
 
 #: Rescaled pixels per network pass, context rows included: a full-size mammogram at the
 #: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
 #: 0.5 GB lower than in one pass, for about 8 % more computation.
 DEFAULT_TILE_PIXELS = 3_800_000
-
-
-class NotAMammogram(Exception):
-    """An input that cannot be read as a greyscale mammogram, with a one-line ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        reason = " ".join(str(reason).split())
-        super().__init__(reason)
-        self.reason = reason
-
-
-def has_dicom_preamble(path: str | os.PathLike) -> bool:
-    """Whether a file carries the DICOM Part 10 marker ``DICM`` after its 128-byte preamble."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """Silences OpenCV's own messages, which a corrupt PNG prints straight to stderr."""
-    logging_ = cv2.utils.logging
-    level = logging_.getLogLevel()
-    logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        logging_.setLogLevel(level)
-
-
-def _is_pgm(path: Path) -> bool:
-    """Whether the file starts like a binary or plain PGM (``P5``/``P2``)."""
-    with open(path, "rb") as fh:
-        return re.match(rb"^P[25]\s", fh.read(3)) is not None
-
-
-def _decode_raster(path: Path) -> np.ndarray:
-    """A PNG (or other OpenCV-readable raster) as a 2-D ``uint16`` image."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise NotAMammogram(f"cannot read file: {exc.strerror or exc}") from None
-    with _quiet_opencv():
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise NotAMammogram("cannot decode image")
-    if image.ndim == 3:
-        colour = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
-        if not all(
-            np.array_equal(colour[..., 0], colour[..., c]) for c in range(1, colour.shape[2])
-        ):
-            raise NotAMammogram("not a greyscale mammogram: colour image")
-        image = np.ascontiguousarray(colour[..., 0])
-    if image.dtype == np.uint8:
-        return image.astype(np.uint16) * 257
-    if image.dtype != np.uint16:
-        raise NotAMammogram(f"unsupported pixel type {image.dtype} (expected 8 or 16 bits)")
-    return image
-
-
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Reads a mammogram file as a 2-D ``uint16`` image using the full 16-bit range.
-
-    DICOM (by its ``DICM`` marker or a ``.dcm`` suffix) goes through
-    :func:`mammocad.dicom.read_pixels`; other files are decoded by OpenCV, 8-bit grey
-    multiplied by 257 and 16-bit grey kept; PGMs are read by :mod:`mammocad.imaging`, as the
-    training pipeline reads them (stretched from ``0..maxval``).
-
-    Returns:
-        The image and its format (``dicom``, ``png``, ``pgm`` or the file's suffix).
-
-    Raises:
-        NotAMammogram: with the reason the file is refused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise NotAMammogram("no such file" if not path.exists() else "not a file")
-    suffix = path.suffix.lower()
-    if has_dicom_preamble(path) or suffix == ".dcm":
-        try:
-            image, kind = read_pixels(path).pixels, "dicom"
-        except SkipImage as exc:
-            raise NotAMammogram(exc.reason) from None
-    else:
-        try:
-            if _is_pgm(path):
-                # PGMs as training reads them: stretched from 0..maxval (mammocad.imaging)
-                try:
-                    image, kind = read_image_file(path).pixels, "pgm"
-                except SkipImage as exc:
-                    raise NotAMammogram(exc.reason) from None
-            else:
-                image, kind = _decode_raster(path), suffix.lstrip(".") or "raster"
-        except NotAMammogram:
-            if suffix in IMAGE_SUFFIXES:
-                raise
-            try:  # a DICOM without the Part 10 preamble and without a suffix
-                image, kind = read_pixels(path).pixels, "dicom"
-            except SkipImage:
-                raise NotAMammogram("cannot decode image") from None
-    check_image(image)
-    return image, kind
-
-
-def check_image(image: np.ndarray) -> None:
-    """Refuses images that cannot be full mammograms (:mod:`mammocad.image_rules`).
-
-    Raises:
-        NotAMammogram: with the reason (too small, blank).
-    """
-    problem = image_problem(image)
-    if problem:
-        raise NotAMammogram(problem)
-
-
-def _backbone_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuilds a fine-tuned backbone from its checkpoint (no ImageNet weights needed).
-
-    :func:`mammocad.checkpoint.load_trained_backbone` with, for the MobileNets, the
-    architectures of :mod:`mammocad.inference` (the same state dict and outputs, without
-    importing torchvision or timm).
-    """
-    return load_trained_backbone(path, build_architecture)
-
-
-def _shallow_model(path: Path) -> tuple[ShallowCNN, dict[str, Any]]:
-    """Rebuilds the shallow CNN of a checkpoint; its widths are read from the weights."""
-    ckpt = load_checkpoint(path)
-    if ckpt["backbone"] != SHALLOW:
-        raise ValueError(f"{path}: holds {ckpt['backbone']!r}, not the {SHALLOW!r} model")
-    try:
-        return shallow_from_checkpoint(ckpt), ckpt
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def _input_stats(
-    ckpt: dict[str, Any], default: tuple | None, path: Path
-) -> tuple[list[float], list[float]]:
-    stats = (ckpt.get("config") or {}).get("input") or {}
-    mean, std = stats.get("mean"), stats.get("std")
-    if mean is None or std is None:
-        if default is None:
-            raise ValueError(f"{path}: the checkpoint's config holds no input mean/std")
-        log.warning("%s: no input mean/std in the checkpoint; using %s", path, default)
-        return list(default[0]), list(default[1])
-    return [float(v) for v in mean], [float(v) for v in std]
 
 
 @dataclass
@@ -535,34 +359,3 @@ class Predictor:
             note=note,
             below_threshold=not prediction.passed,
         )
-
-
-def stripe_pixels(rows: int, cols: int, budget: int | None, halo: int) -> int | None:
-    """The ``tile_pixels`` of :func:`mammocad.localize.compute_heatmap` for a budget.
-
-    The fewest stripes of equal height (multiples of :data:`STRIDE_ALIGN`) whose rows,
-    with ``halo`` rows of context on each inner side, fit in ``budget`` pixels: fewer
-    stripes recompute fewer context rows, and equal heights keep the largest one, which
-    sets the memory, small.
-
-    Returns:
-        The pixels of one stripe without its context (one stripe height times ``cols``),
-        or None for one pass over the whole image (it fits, or no budget).
-    """
-    if not budget or rows * cols <= budget:
-        return None
-    n = 2
-    while True:
-        step = -(-rows // (n * STRIDE_ALIGN)) * STRIDE_ALIGN
-        context = halo * (2 if n > 2 else 1)
-        if (step + context) * cols <= budget or step == STRIDE_ALIGN:
-            return step * cols
-        n += 1
-
-
-def _widen(lo: int, hi: int, side: int, limit: int) -> tuple[int, int]:
-    """``[lo, hi)`` widened to at least ``side`` about its centre, inside ``[0, limit)``."""
-    side = min(max(hi - lo, side), limit)
-    start = int(round((lo + hi - side) / 2))
-    start = min(max(start, 0), limit - side)
-    return start, start + side
