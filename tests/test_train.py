@@ -350,3 +350,75 @@ def test_max_batches_caps_the_steps_of_each_epoch(data):
     assert _without_time(result.history) != _without_time(full.history)
     with pytest.raises(ValueError, match="max_batches"):
         TrainConfig(max_batches=-1)
+
+
+# ---------------------------------------------------------------- batch-norm recalibration
+
+
+def _bn_layers(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_recalibration_gives_the_average_of_the_batch_statistics(data):
+    from mammocad.train.frozen import train_mode
+    from mammocad.train.recalibrate import recalibrate_batchnorm
+
+    model = _model()
+    first = _bn_layers(model)[0]
+    first.running_mean.fill_(5.0)  # stale statistics, far from the data's
+    first.running_var.fill_(100.0)
+    train_mode(model)
+    assert recalibrate_batchnorm(model, data["train"], 32, torch.device("cpu")) == 2
+    # what the first batch norm saw: the first conv's outputs, in the set's order, 3 batches
+    means, variances = [], []
+    with torch.no_grad():
+        for x, _ in batches(data["train"], 32):
+            z = model.features.block0.conv(x)
+            means.append(z.mean(dim=(0, 2, 3)))
+            variances.append(z.var(dim=(0, 2, 3), unbiased=True))
+    torch.testing.assert_close(first.running_mean, torch.stack(means).mean(0))
+    torch.testing.assert_close(first.running_var, torch.stack(variances).mean(0))
+    assert first.momentum == 0.1  # restored
+    # modes restored: the network is still in training mode, dropout included
+    assert model.training and model.dropout.training and first.training
+
+
+def test_recalibration_leaves_frozen_layers_and_respects_max_batches(data):
+    from mammocad.train.frozen import train_mode
+    from mammocad.train.recalibrate import recalibrate_batchnorm
+
+    model = _model()
+    freeze_layers(model, ["features.block0"])
+    frozen, trained = _bn_layers(model)
+    before = frozen.running_mean.clone(), frozen.running_var.clone()
+    train_mode(model)
+    assert recalibrate_batchnorm(model, data["train"], 32, torch.device("cpu"), max_batches=1) == 1
+    torch.testing.assert_close((frozen.running_mean, frozen.running_var), before)
+    assert not frozen.training  # still in eval mode, as train_mode left it
+    # one batch only: the statistics are that batch's
+    x, _ = next(iter(batches(data["train"], 32)))
+    with torch.no_grad():
+        z = model.features.block1.conv(model.features.block0(x))
+    torch.testing.assert_close(trained.running_mean, z.mean(dim=(0, 2, 3)))
+    # nothing trains its statistics: nothing to do
+    model.eval()
+    assert recalibrate_batchnorm(model, data["train"], 32, torch.device("cpu")) == 0
+
+
+def test_fit_recalibrates_after_each_epoch(data):
+    from mammocad.train.frozen import train_mode
+    from mammocad.train.recalibrate import recalibrate_batchnorm
+
+    cfg = replace(CFG, epochs=1)
+    on, off = _model(), _model()
+    fit(on, data["train"], data["val"], cfg, seed=0)
+    fit(off, data["train"], data["val"], replace(cfg, recalibrate_bn=False), seed=0)
+    # the same weights (recalibration draws nothing and changes no parameter) ...
+    for a, b in zip(on.parameters(), off.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    # ... and the kept statistics are those of one pass over the training set
+    again = copy.deepcopy(on)
+    train_mode(again)
+    recalibrate_batchnorm(again, data["train"], CFG.batch_size, torch.device("cpu"))
+    torch.testing.assert_close(_bn_layers(on)[1].running_var, _bn_layers(again)[1].running_var)
+    assert not torch.allclose(_bn_layers(off)[1].running_var, _bn_layers(on)[1].running_var)

@@ -48,6 +48,11 @@ class TrainConfig:
         max_batches: optimisation steps per epoch at most (``0``: the whole training set);
             each epoch then trains on the first batches of its own shuffle, a budget for
             models too slow for full epochs on the machine at hand.
+        recalibrate_bn: after each epoch, recompute the running statistics of the
+            batch-norm layers that train them by one pass over the training set (at most
+            ``max_batches`` batches), before validation (see
+            :func:`~mammocad.train.recalibrate.recalibrate_batchnorm`). Frozen and
+            folded layers are left alone.
     """
 
     epochs: int = 10
@@ -63,6 +68,7 @@ class TrainConfig:
     mixed_precision: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     max_batches: int = 0
+    recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
         """Rejects values that cannot describe a training run, naming the field."""

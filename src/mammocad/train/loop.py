@@ -32,6 +32,7 @@ from mammocad.train.device import (
 )
 from mammocad.train.frozen import train_mode
 from mammocad.train.labels import _labels_of, _num_classes, class_weights
+from mammocad.train.recalibrate import recalibrate_batchnorm
 from mammocad.train.scoring import _evaluate
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,10 @@ def _fit(
             correct += int((logits.detach().argmax(1) == y).sum())
         step_seconds += time.perf_counter() - steps_start
         scheduler.step()
+        if cfg.recalibrate_bn:
+            recalibrate_batchnorm(
+                model, train_set, batch, device, precision, channels_last, cfg.max_batches
+            )
         if ctx.active:
             distributed.average_buffers(model, ctx)
             loss_sum, seen, correct = distributed.all_sum([loss_sum, seen, correct], ctx)
