@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pandas as pd
 
 from mammocad import layout
@@ -24,10 +25,12 @@ from mammocad.experiment import EvaluateParams, params_dict
 from mammocad.io import write_csv, write_json
 from mammocad.layout import at
 from mammocad.localize import LocalizeConfig, localize_dataset
+from mammocad.localize.shallow import shallow_heatmap, shallow_maps
 from mammocad.system import (
     attach_shallow,
     evaluate_system,
     load_shallow,
+    shallow_images,
     shallow_probabilities,
 )
 from mammocad.timing import write_metrics
@@ -52,6 +55,13 @@ def main() -> None:
     test = split[(split["split"] == "test") & (split["kind"] == "full")]
     test = test.sort_values("image_id").reset_index(drop=True)
 
+    # the shallow CNN's own activation maps, scored against the same lesions
+    cams = shallow_maps(shallow, shallow_images(shallow_ckpt, test, at(layout.PATCHES)), test)
+
+    def shallow_map(image_id: str, breast: np.ndarray) -> np.ndarray:
+        cam, flipped = cams[image_id]
+        return shallow_heatmap(cam, flipped, breast.shape, breast)
+
     result = localize_dataset(
         model,
         ckpt["backbone"],  # the architecture: localize.backbone may name a variant run
@@ -63,6 +73,7 @@ def main() -> None:
         at(layout.LOCALIZED),
         cfg,
         input_size=int(ckpt["config"]["patches"]["image_size"]),
+        other_maps={SHALLOW: shallow_map},
     )
     metrics = {**result.metrics, "init": ckpt["metrics"]["init"]}
     prob = shallow_probabilities(shallow, shallow_ckpt, test, at(layout.PATCHES))
@@ -90,7 +101,7 @@ def main() -> None:
         at(layout.LOCALIZE_IMAGES),
         result.lesion_images[
             ["image_id", "pathology", "hit", "iou", "dice", "chance_hit", "chance_iou",
-             "chance_dice"]
+             "chance_dice", f"hit_{SHALLOW}"]
         ],
     )  # fmt: skip
     write_metrics(at(layout.SYSTEM_METRICS), system.metrics, ROOT)
@@ -118,13 +129,15 @@ def main() -> None:
     )
     auc, froc = system.metrics["auc"], system.metrics["froc"]["patch_network"]
     log.info(
-        "localize (%s, %d images, %d with lesions): hit rate %.3f (chance %.3f); image AUC "
+        "localize (%s, %d images, %d with lesions): hit rate %.3f, shallow CNN's map %.3f "
+        "(chance %.3f); image AUC "
         "shallow %s, patch network %s, cascade %s; FROC sensitivity at 1 FP/image %s; "
         "heatmap %.2f s/image",
         cfg.backbone,
         system.metrics["n_images"],
         metrics["n_images"],
         metrics["hit_rate"],
+        metrics[SHALLOW]["hit_rate"],
         metrics["hit_rate_chance"],
         auc["shallow_cnn"]["auc"],
         auc["patch_network"]["auc"],

@@ -6,6 +6,7 @@ import math
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -371,3 +372,63 @@ def test_breast_box_table():
     assert L.breast_box(breast, margin=2) == (slice(1, 8), slice(2, 11))
     assert L.breast_box(breast, margin=5) == (slice(0, 10), slice(0, 12))  # clipped
     assert L.breast_box(np.zeros((4, 5), bool)) == (slice(0, 4), slice(0, 5))
+
+
+# ------------------------------------------------------------- the shallow CNN's own map
+
+
+def test_shallow_heatmap_maps_cells_back_to_the_image():
+    from mammocad.localize.shallow import shallow_heatmap
+
+    cam = np.full((16, 10), -4.0, np.float32)
+    cam[3, 2] = 4.0  # one hot cell: row 3, column 2 of a 16 × 10 grid
+    h, w = 160, 100  # 10 pixels a cell
+    values = shallow_heatmap(cam, False, (h, w))
+    y, x = np.unravel_index(np.argmax(values), values.shape)
+    assert (y // 10, x // 10) == (3, 2)
+    assert values.max() == pytest.approx(1 / (1 + np.exp(-4.0)), abs=0.05)
+    assert values.min() == pytest.approx(1 / (1 + np.exp(4.0)), abs=1e-3)
+    # the shallow CNN read the image flipped left-right: the map is flipped back
+    y, x = np.unravel_index(np.argmax(shallow_heatmap(cam, True, (h, w))), (h, w))
+    assert (y // 10, x // 10) == (3, 10 - 1 - 2)
+    breast = np.zeros((h, w), bool)
+    breast[:, :50] = True
+    masked = shallow_heatmap(cam, False, (h, w), breast)
+    assert not masked[:, 50:].any() and masked[:, :50].min() > 0
+    with pytest.raises(ValueError, match="breast mask shape"):
+        shallow_heatmap(cam, False, (h, w), breast[:, :40])
+
+
+def test_shallow_cams_average_to_the_logit_difference_under_average_pooling(tmp_path):
+    from mammocad.io import write_png
+    from mammocad.localize.shallow import is_flipped, shallow_cams, shallow_maps
+    from mammocad.models.data import ImageSet
+    from mammocad.models.shallow import ShallowCNN, ShallowConfig
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", rng.integers(0, 65535, (64, 40), dtype=np.uint16))
+        rows.append({
+            "image_id": f"im{i}",
+            "patient_id": f"P{i}",
+            "pathology": "NORMAL",
+            "image_path": f"{i}.png",
+            "flipped": "True" if i else "False",
+        })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    images = ImageSet(frame, tmp_path, lambda r: 0, mean=(0.5,), std=(0.25,))
+    torch.manual_seed(0)
+    model = ShallowCNN(ShallowConfig(channels=(4, 8), pooling="avg")).eval()
+    cams = shallow_cams(model, images, batch_size=2)
+    x, _ = images.get_batch([0, 1, 2])
+    with torch.no_grad():
+        logits = model(x)
+    assert [c.shape for c in cams] == [(16, 10)] * 3
+    # CAM's identity: average pooling and the linear head commute
+    np.testing.assert_allclose(
+        [c.mean() for c in cams], (logits[:, 1] - logits[:, 0]).numpy(), rtol=1e-4, atol=1e-5
+    )
+    maps = shallow_maps(model, images, frame)
+    assert [maps[i][1] for i in ("im0", "im1", "im2")] == [False, True, True]
+    assert is_flipped(True) and is_flipped(" true ") and not is_flipped("False")

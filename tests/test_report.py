@@ -61,6 +61,10 @@ def test_markdown_shows_both_columns_and_shallow_summary():
     }
     text = to_markdown(table, "synthetic", shallow, loc)
     assert "hit rate 0.5 (chance 0.015)" in text
+    assert "own class activation map" not in text  # no shallow-CNN map scored
+    loc["shallow_cnn"] = {"hit_rate": 0.62, "hit_rate_chance": 0.015}
+    text = to_markdown(table, "synthetic", shallow, loc)
+    assert "own class activation map" in text and "hit rate 0.62 (chance 0.015)" in text
     assert "| MobileNet-v1 | 2017 | 3.2 | 3.21 | scratch | 74.5 | 75.0 [65.0, 80.0] |" in text
     assert "0.81 [0.71," not in text  # an open interval is shown as the point value only
     assert "| 0.81 |" in text

@@ -340,6 +340,12 @@ def test_localize_stage_scores_the_whole_system(tmp_path):
     assert len(overlays) == len(test)
     loc = json.loads((work / "metrics/localize.json").read_text())
     assert 0 < loc["n_images"] < len(test)  # lesion scores: images with masks only
+    # the shallow CNN's activation map, scored on the same lesions beside the patch network
+    assert loc["shallow_cnn"]["n"] == loc["n_images"]
+    assert 0 <= loc["shallow_cnn"]["hit_rate"] <= 1
+    assert loc["shallow_cnn"]["hit_rate_chance"] == pytest.approx(loc["hit_rate_chance"])
+    per_image = pd.read_csv(work / "metrics/localize_images.csv")
+    assert per_image["hit_shallow_cnn"].mean() == pytest.approx(loc["shallow_cnn"]["hit_rate"])
     # the top-level plot definition: x = FP per image, y = sensitivity of both curves
     out = _run(work, str(BIN / "dvc"), "plots", "show", "froc", "--json")
     plot = json.JSONDecoder().raw_decode(out)[0]["data"]["froc"][0]["content"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,9 @@ from mammocad.localize.heatmap import backbone_heatmap
 from mammocad.localize.regions import candidate_hits, peak_candidates, top_regions
 from mammocad.localize.render import render_overlay
 from mammocad.localize.scoring import localization_metrics, score_heatmap
+
+#: Another heatmap of a full image: ``(image_id, breast mask) -> map`` of the mask's shape.
+OtherMap = Callable[[str, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def localize_dataset(
     out_dir: Path,
     cfg: LocalizeConfig,
     input_size: int = PATCH_INPUT,
+    other_maps: Mapping[str, OtherMap] | None = None,
 ) -> LocalizeResult:
     """Heatmaps of every full mammogram, scored against lesion masks (paper §3, Fig. 1).
 
@@ -115,6 +119,11 @@ def localize_dataset(
         cfg: threshold, method, regions and candidates.
         input_size: side of the patches the network was trained on (``patches.image_size``
             of its run): a full image is rescaled by ``input_size / patch_px``.
+        other_maps: further heatmaps scored against the same lesion masks (pointing game,
+            IoU, Dice): name → function of ``(image_id, breast mask)`` giving a map of the
+            image's shape (e.g. the shallow CNN's, :mod:`~mammocad.localize.shallow`).
+            Their aggregates go to ``metrics[name]``, their hits to ``hit_<name>`` columns
+            of ``lesion_images``.
 
     Returns:
         The :class:`LocalizeResult`.
@@ -143,6 +152,7 @@ def localize_dataset(
         raise ValueError("no full mammogram with a lesion mask among the images to localize")
     radius = float(patch_px) / 2
     records, rows, cands = [], [], []
+    others: dict[str, list[dict[str, Any]]] = {}
     with atomic_dir(out_dir) as tmp:
         for row in tqdm(full.to_dict("records"), desc="localize", unit="img", disable=None):
             image_id = row["image_id"]
@@ -177,6 +187,10 @@ def localize_dataset(
                     pathology=row["pathology"],
                     abnormality_type=row["abnormality_type"],
                 )
+                for name, other in (other_maps or {}).items():
+                    theirs = score_heatmap(other(image_id, breast), union, breast, cfg.threshold)
+                    record[f"hit_{name}"] = theirs["hit"]
+                    others.setdefault(name, []).append({**theirs, "pathology": row["pathology"]})
                 records.append(record)
             # candidate scores on the image score's scale (1 for CAM; Grad-CAM's values are
             # stretched per image)
@@ -217,6 +231,7 @@ def localize_dataset(
             candidates.assign(lesions=candidates["lesions"].map(";".join)),
         )
     metrics = localization_metrics(records)
+    metrics.update({name: localization_metrics(found) for name, found in others.items()})
     metrics.update(
         backbone=backbone,
         method=cfg.method,

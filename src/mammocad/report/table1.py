@@ -304,4 +304,15 @@ def to_markdown(
             f"{_r(localize['mean_iou_chance'], 3)}), mean Dice {_r(localize['mean_dice'], 3)} "
             f"(chance {_r(localize['mean_dice_chance'], 3)}).",
         ]
+        other = localize.get("shallow_cnn")
+        if other:
+            text += [
+                "",
+                "The shallow CNN's own class activation map (its head applied at each "
+                "location of its last feature maps), on the same images: pointing-game hit "
+                f"rate {_r(other['hit_rate'], 3)} (chance {_r(other['hit_rate_chance'], 3)}). "
+                "The patch network never saw lesion-free tissue in training, so its map "
+                "away from a lesion says little; the image classifier learnt from whole "
+                "mammograms where a finding is.",
+            ]
     return "\n".join(text) + "\n"

@@ -34,7 +34,12 @@ from mammocad.system.image_level import (
     image_auc,
     system_metrics,
 )
-from mammocad.system.shallow import attach_shallow, load_shallow, shallow_probabilities
+from mammocad.system.shallow import (
+    attach_shallow,
+    load_shallow,
+    shallow_images,
+    shallow_probabilities,
+)
 
 __all__ = [
     "CASCADE_DEFINITION",
@@ -49,6 +54,7 @@ __all__ = [
     "froc_curve",
     "image_auc",
     "load_shallow",
+    "shallow_images",
     "shallow_probabilities",
     "system_frocs",
     "system_metrics",

@@ -68,10 +68,8 @@ def load_shallow(path: str | os.PathLike) -> tuple[ShallowCNN, dict[str, Any]]:
     return shallow_from_checkpoint(ckpt), ckpt
 
 
-def shallow_probabilities(
-    model: torch.nn.Module, ckpt: Mapping[str, Any], frame: pd.DataFrame, root: Path
-) -> np.ndarray:
-    """The shallow CNN's cancerous probabilities for the down-sized full images of ``frame``.
+def shallow_images(ckpt: Mapping[str, Any], frame: pd.DataFrame, root: Path) -> ImageSet:
+    """The down-sized full images of ``frame`` as the shallow CNN of ``ckpt`` reads them.
 
     The images are those the ``patches`` stage wrote (``root``-relative ``image_path``),
     normalised with the checkpoint's mean and standard deviation, exactly as
@@ -79,7 +77,7 @@ def shallow_probabilities(
     """
     norm = ckpt["config"]["input"]
     positive = ckpt["config"]["shallow"]["positive"]
-    images = ImageSet(
+    return ImageSet(
         frame,
         root,
         partial(label_cancerous, positive=positive),
@@ -87,5 +85,12 @@ def shallow_probabilities(
         std=norm["std"],
         desc="load shallow",
     )
+
+
+def shallow_probabilities(
+    model: torch.nn.Module, ckpt: Mapping[str, Any], frame: pd.DataFrame, root: Path
+) -> np.ndarray:
+    """The shallow CNN's cancerous probabilities for the down-sized full images of ``frame``
+    (see :func:`shallow_images`)."""
     with torch.no_grad():
-        return predict_proba(model, images)
+        return predict_proba(model, shallow_images(ckpt, frame, root))
