@@ -252,7 +252,7 @@ def to_markdown(
             + (
                 "On the synthetic source this is close to the task's ceiling (a share "
                 "`style_crossover` of lesions is drawn in the other pathology's look; "
-                "density adds a little beyond it). "
+                "malignant masses are also drawn denser, a cue the rule does not see). "
                 if source == "synthetic"
                 else ""
             )
