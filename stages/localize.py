@@ -56,7 +56,8 @@ def main() -> None:
     test = test.sort_values("image_id").reset_index(drop=True)
 
     # the shallow CNN's own activation maps, scored against the same lesions
-    cams = shallow_maps(shallow, shallow_images(shallow_ckpt, test, at(layout.PATCHES)), test)
+    shallow_set = shallow_images(shallow_ckpt, test, at(layout.PATCHES))
+    cams = shallow_maps(shallow, shallow_set, test)
 
     def shallow_map(image_id: str, breast: np.ndarray) -> np.ndarray:
         cam, flipped = cams[image_id]
@@ -76,7 +77,7 @@ def main() -> None:
         other_maps={SHALLOW: shallow_map},
     )
     metrics = {**result.metrics, "init": ckpt["metrics"]["init"]}
-    prob = shallow_probabilities(shallow, shallow_ckpt, test, at(layout.PATCHES))
+    prob = shallow_probabilities(shallow, shallow_set)
     system = evaluate_system(
         attach_shallow(result.images, test, prob),
         result.candidates,

@@ -65,6 +65,10 @@ def test_markdown_shows_both_columns_and_shallow_summary():
     loc["shallow_cnn"] = {"hit_rate": 0.62, "hit_rate_chance": 0.015}
     text = to_markdown(table, "synthetic", shallow, loc)
     assert "own class activation map" in text and "hit rate 0.62 (chance 0.015)" in text
+    assert "above the patch network's" in text
+    loc["shallow_cnn"] = {"hit_rate": 0.4, "hit_rate_chance": 0.015}
+    text = to_markdown(table, "synthetic", shallow, loc)
+    assert "hit rate 0.4 (chance 0.015)." in text and "above the patch network's" not in text
     assert "| MobileNet-v1 | 2017 | 3.2 | 3.21 | scratch | 74.5 | 75.0 [65.0, 80.0] |" in text
     assert "0.81 [0.71," not in text  # an open interval is shown as the point value only
     assert "| 0.81 |" in text
@@ -141,6 +145,6 @@ def test_markdown_sections_for_transfer_reference_and_one_class_rows():
     assert "| mobilenet_v1 | 0.9 | 0.7 | 0.2 [0.05, 0.33] |" in text
     assert "ROC AUC 0.88 [0.8, 0.94] on 90 of 90 test patches" in text
     assert "whatever its AUC): GoogLeNet." in text
-    assert "close to the task's ceiling" in text  # the synthetic source's wording
+    assert "close to what the drawn look allows" in text  # the synthetic source's wording
     real = to_markdown(table, "cbis-ddsm", None, None, transfer, reference)
-    assert "close to the task's ceiling" not in real and "GoogLeNet" not in real
+    assert "close to what the drawn look allows" not in real and "GoogLeNet" not in real

@@ -258,7 +258,7 @@ def test_shallow_probabilities_match_the_model(tmp_path):
         rows.append({"image_id": f"i{i}", "patient_id": "P", "pathology": "NORMAL",
                      "image_path": f"{i}.png"})  # fmt: skip
     loaded, ckpt = S.load_shallow(tmp_path / "s.pt")
-    prob = S.shallow_probabilities(loaded, ckpt, pd.DataFrame(rows), tmp_path)
+    prob = S.shallow_probabilities(loaded, S.shallow_images(ckpt, pd.DataFrame(rows), tmp_path))
     # the stored pixels scaled to [0, 1], then normalised with the checkpoint's mean/std
     x = (torch.from_numpy(np.stack(images).astype(np.float32))[:, None] / 65535 - 0.4) / 0.2
     with torch.no_grad():

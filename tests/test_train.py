@@ -422,3 +422,36 @@ def test_fit_recalibrates_after_each_epoch(data):
     recalibrate_batchnorm(again, data["train"], CFG.batch_size, torch.device("cpu"))
     torch.testing.assert_close(_bn_layers(on)[1].running_var, _bn_layers(again)[1].running_var)
     assert not torch.allclose(_bn_layers(off)[1].running_var, _bn_layers(on)[1].running_var)
+
+
+class _DenseNet(torch.nn.Module):
+    """Dropout before a 1-D batch norm: a single image in a batch cannot be normalised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(SIDE * SIDE, 4)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.bn(self.fc(self.drop(x.flatten(1)))))
+
+
+def test_recalibration_runs_without_dropout_and_skips_a_lone_last_image(data):
+    from mammocad.train.frozen import train_mode
+    from mammocad.train.recalibrate import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = _DenseNet()
+    train_mode(model)
+    n = len(data["train"])
+    batch = 19
+    assert n % batch == 1  # 96 images: five batches of 19 and one of a single image
+    assert recalibrate_batchnorm(model, data["train"], batch, torch.device("cpu")) == 1
+    means = []
+    with torch.no_grad():
+        for x, _ in batches(data["train"], batch, drop_last=True):
+            means.append(model.fc(x.flatten(1)).mean(0))  # dropout off: eval mode
+    torch.testing.assert_close(model.bn.running_mean, torch.stack(means).mean(0))
+    assert model.drop.training  # restored

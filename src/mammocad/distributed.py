@@ -185,7 +185,8 @@ def average_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
     """Averages the floating-point buffers (batch-norm running statistics) over ranks.
 
     Each rank updates its running statistics on its own shard; the average uses all of the
-    epoch's data and leaves every rank evaluating the same model. A buffer that is equal on
+    epoch's data and leaves every rank evaluating the same model. (Where ``recalibrate_bn``
+    recomputes them, every rank does so on the whole training set, so they already agree.) A buffer that is equal on
     all ranks (a frozen layer's) stays bit-identical: ``N·x/N`` is exact in float64.
     Integer buffers (``num_batches_tracked``) are equal anyway: every rank takes the same
     number of steps.

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from mammocad.models.data import ImageSet
+from mammocad.localize.cam import _inference_state
+from mammocad.models.data import ImageSet, batches
 from mammocad.models.shallow import ShallowCNN
 
 
@@ -33,18 +34,29 @@ def shallow_cams(model: ShallowCNN, images: ImageSet, batch_size: int = 32) -> l
 
     Returns:
         One float32 ``(h, w)`` map per image, in the images' orientation.
+
+    Raises:
+        ValueError: when the feature grid does not tile the input exactly (a side that is
+            not a multiple of the blocks' total stride), so that cells could not be mapped
+            back to pixels.
     """
-    model.eval()
     features = model.get_submodule(model.cam_target_layer)
     classifier = model.get_submodule(model.classifier_layer)
     weight = (classifier.weight[1] - classifier.weight[0]).float()
     bias = float(classifier.bias[1] - classifier.bias[0]) if classifier.bias is not None else 0.0
+    stride = 2 ** len(model.config.channels)  # one 2×2 max pooling per block
     maps: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        x, _ = images.get_batch(list(range(start, min(start + batch_size, len(images)))))
-        a = features(x).float()
-        cams = torch.einsum("k,nkhw->nhw", weight, a) + bias
-        maps.extend(c.numpy().astype(np.float32) for c in cams)
+    with _inference_state(model, freeze=False):
+        for x, _ in batches(images, batch_size):
+            a = features(x).float()
+            if (a.shape[-2] * stride, a.shape[-1] * stride) != tuple(x.shape[-2:]):
+                raise ValueError(
+                    f"the shallow CNN's {a.shape[-2]}×{a.shape[-1]} feature grid does not tile "
+                    f"its {x.shape[-2]}×{x.shape[-1]} input (stride {stride}): use "
+                    f"patches.full_height and full_width divisible by {stride}"
+                )
+            cams = torch.einsum("k,nkhw->nhw", weight, a) + bias
+            maps.extend(c.numpy().astype(np.float32) for c in cams)
     return maps
 
 

@@ -250,9 +250,10 @@ def to_markdown(
             f"{_interval(_r(reference['auc'], 3), _r(reference['low'], 3), _r(reference['high'], 3))} "
             f"on {reference['n_scored']} of {reference['n']} test patches. "
             + (
-                "On the synthetic source this is close to the task's ceiling (a share "
+                "On the synthetic source this is close to what the drawn look allows (a share "
                 "`style_crossover` of lesions is drawn in the other pathology's look; "
-                "malignant masses are also drawn denser, a cue the rule does not see). "
+                "malignant masses are also drawn denser, a cue the rule does not see, so an "
+                "image model can pass it). "
                 if source == "synthetic"
                 else ""
             )
@@ -305,14 +306,20 @@ def to_markdown(
             f"(chance {_r(localize['mean_dice_chance'], 3)}).",
         ]
         other = localize.get("shallow_cnn")
-        if other:
+        if other and other.get("hit_rate") is not None:
+            better = other["hit_rate"] > localize["hit_rate"]
             text += [
                 "",
                 "The shallow CNN's own class activation map (its head applied at each "
                 "location of its last feature maps), on the same images: pointing-game hit "
-                f"rate {_r(other['hit_rate'], 3)} (chance {_r(other['hit_rate_chance'], 3)}). "
-                "The patch network never saw lesion-free tissue in training, so its map "
-                "away from a lesion says little; the image classifier learnt from whole "
-                "mammograms where a finding is.",
+                f"rate {_r(other['hit_rate'], 3)} (chance {_r(other['hit_rate_chance'], 3)})"
+                + (
+                    ", above the patch network's. The patch network learnt benign against "
+                    "malignant lesion crops and never saw lesion-free tissue, so its map "
+                    "away from a lesion says little; the image classifier learnt from whole "
+                    "mammograms where a finding is."
+                    if better
+                    else "."
+                ),
             ]
     return "\n".join(text) + "\n"

@@ -87,10 +87,7 @@ def shallow_images(ckpt: Mapping[str, Any], frame: pd.DataFrame, root: Path) -> 
     )
 
 
-def shallow_probabilities(
-    model: torch.nn.Module, ckpt: Mapping[str, Any], frame: pd.DataFrame, root: Path
-) -> np.ndarray:
-    """The shallow CNN's cancerous probabilities for the down-sized full images of ``frame``
-    (see :func:`shallow_images`)."""
+def shallow_probabilities(model: torch.nn.Module, images: ImageSet) -> np.ndarray:
+    """The shallow CNN's cancerous probabilities of ``images`` (see :func:`shallow_images`)."""
     with torch.no_grad():
-        return predict_proba(model, shallow_images(ckpt, frame, root))
+        return predict_proba(model, images)

@@ -218,8 +218,10 @@ def _fit(
         step_seconds += time.perf_counter() - steps_start
         scheduler.step()
         if cfg.recalibrate_bn:
+            # the whole set at the global batch size on every rank: the same statistics
+            # everywhere, and the same as in a single process
             recalibrate_batchnorm(
-                model, train_set, batch, device, precision, channels_last, cfg.max_batches
+                model, train_set, cfg.batch_size, device, precision, channels_last, cfg.max_batches
             )
         if ctx.active:
             distributed.average_buffers(model, ctx)

@@ -151,7 +151,7 @@ def _outline(rng: np.random.Generator, shape: str, margins: str, spikes: np.ndar
     """Radius factor of a mass boundary sampled at 1024 angles (1 = the base ellipse).
 
     Smooth low-order harmonics make oval and round masses; lobulated ones get a few strong
-    lobes; irregular ones a broad spectrum; microlobulated margins add fine ripples; the
+    lobes; irregular ones a broad spectrum; microlobulated margins are scalloped; the
     bases of spicules (at angles ``spikes``) pull the outline out into sharp points, as
     the outlines drawn around spiculated masses in CBIS-DDSM do.
     """
