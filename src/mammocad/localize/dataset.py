@@ -225,7 +225,9 @@ def localize_dataset(
             columns=["image_id", "rank", "x", "y", "score", "x0", "y0", "x1", "y1", "lesions"],
         )
         scored = frame.drop(columns=["pathology", "abnormality_type"])
-        write_csv(tmp / "images.csv", images.merge(scored, on="image_id", how="left"))
+        # the seconds stay out of the folder's files: a rerun must give the same bytes
+        untimed = images.drop(columns=["heatmap_s"])
+        write_csv(tmp / "images.csv", untimed.merge(scored, on="image_id", how="left"))
         write_csv(
             tmp / "candidates.csv",
             candidates.assign(lesions=candidates["lesions"].map(";".join)),
