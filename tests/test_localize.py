@@ -432,3 +432,23 @@ def test_shallow_cams_average_to_the_logit_difference_under_average_pooling(tmp_
     maps = shallow_maps(model, images, frame)
     assert [maps[i][1] for i in ("im0", "im1", "im2")] == [False, True, True]
     assert is_flipped(True) and is_flipped(" true ") and not is_flipped("False")
+
+
+def test_shallow_cams_span_an_input_the_grid_does_not_tile(tmp_path):
+    from mammocad.io import write_png
+    from mammocad.localize.shallow import shallow_cams
+    from mammocad.models.data import ImageSet
+    from mammocad.models.shallow import ShallowCNN, ShallowConfig
+
+    rng = np.random.default_rng(1)
+    write_png(tmp_path / "a.png", rng.integers(0, 65535, (66, 42), dtype=np.uint16))
+    frame = pd.DataFrame(
+        [{"image_id": "a", "patient_id": "P", "pathology": "NORMAL", "image_path": "a.png"}]
+    )
+    images = ImageSet(frame, tmp_path, lambda r: 0, mean=(0.5,), std=(0.25,))
+    torch.manual_seed(0)
+    model = ShallowCNN(ShallowConfig(channels=(4, 8))).eval()  # stride 4: a 16 × 10 grid
+    (cam,) = shallow_cams(model, images)
+    assert cam.shape == (66, 42)  # the grid covers 64 × 40 pixels, its edges the rest
+    np.testing.assert_array_equal(cam[64:], np.repeat(cam[63:64], 2, axis=0))
+    np.testing.assert_array_equal(cam[:, 40:], np.repeat(cam[:, 39:40], 2, axis=1))

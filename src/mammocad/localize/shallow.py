@@ -33,12 +33,11 @@ def shallow_cams(model: ShallowCNN, images: ImageSet, batch_size: int = 32) -> l
         batch_size: images per forward pass.
 
     Returns:
-        One float32 ``(h, w)`` map per image, in the images' orientation.
-
-    Raises:
-        ValueError: when the feature grid does not tile the input exactly (a side that is
-            not a multiple of the blocks' total stride), so that cells could not be mapped
-            back to pixels.
+        One float32 map per image, in the images' orientation, spanning the whole input:
+        the ``(h, w)`` feature grid itself where the blocks' total stride divides the input
+        (the default 256 × 160 with four blocks), else (max pooling drops the last rows or
+        columns) the grid resized onto the input pixels it covers and extended over the
+        rest with its edge values.
     """
     features = model.get_submodule(model.cam_target_layer)
     classifier = model.get_submodule(model.classifier_layer)
@@ -49,14 +48,14 @@ def shallow_cams(model: ShallowCNN, images: ImageSet, batch_size: int = 32) -> l
     with _inference_state(model, freeze=False):
         for x, _ in batches(images, batch_size):
             a = features(x).float()
-            if (a.shape[-2] * stride, a.shape[-1] * stride) != tuple(x.shape[-2:]):
-                raise ValueError(
-                    f"the shallow CNN's {a.shape[-2]}×{a.shape[-1]} feature grid does not tile "
-                    f"its {x.shape[-2]}×{x.shape[-1]} input (stride {stride}): use "
-                    f"patches.full_height and full_width divisible by {stride}"
-                )
-            cams = torch.einsum("k,nkhw->nhw", weight, a) + bias
-            maps.extend(c.numpy().astype(np.float32) for c in cams)
+            cams = (torch.einsum("k,nkhw->nhw", weight, a) + bias).numpy().astype(np.float32)
+            (h_in, w_in), (gh, gw) = x.shape[-2:], a.shape[-2:]
+            ch, cw = gh * stride, gw * stride  # the input pixels the grid covers
+            for cam in cams:
+                if (ch, cw) != (h_in, w_in):
+                    cam = cv2.resize(cam, (cw, ch), interpolation=cv2.INTER_LINEAR)
+                    cam = cv2.copyMakeBorder(cam, 0, h_in - ch, 0, w_in - cw, cv2.BORDER_REPLICATE)
+                maps.append(cam)
     return maps
 
 
