@@ -106,8 +106,7 @@ def main() -> None:
         ],
     )  # fmt: skip
     write_metrics(at(layout.SYSTEM_METRICS), system.metrics, ROOT)
-    # timings live in metrics/timing/system.json, not in the declared folder
-    write_csv(at(layout.SYSTEM_IMAGES), system.images.drop(columns=["heatmap_s"], errors="ignore"))
+    write_csv(at(layout.SYSTEM_IMAGES), system.images)
     curves = []
     for name, curve in system.frocs.items():
         curves.append(at(layout.froc_curve(name)))

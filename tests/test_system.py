@@ -221,6 +221,7 @@ def test_evaluate_system_collects_aucs_froc_and_definitions():
     assert m["heatmap_seconds"]["median"] == 2.0
     assert "inside the lesion's outline" in m["detection_rule"]
     assert result.images["passed"].tolist() == [True, False, True]
+    assert "heatmap_s" not in result.images  # seconds live apart from the per-image table
     # patch network: positives A .9, B .6 against N .7: 1 of 2 pairs
     assert m["auc"]["patch_network"]["auc"] == pytest.approx(0.5)
     json.dumps(m)  # JSON-ready
