@@ -102,17 +102,57 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+_TERM = {signal.SIGTERM}
+_owners: list[int] = []  # processes inside sigterm_as_interrupt, innermost last
+_mask_before_fork: set[int] | None = None
+
+
+def _block_sigterm_for_fork() -> None:
+    global _mask_before_fork
+    if _owners and _owners[-1] == os.getpid():
+        _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
+
+
+def _unblock_sigterm_in_parent() -> None:
+    global _mask_before_fork
+    if _mask_before_fork is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+        _mask_before_fork = None
+
+
+def _default_sigterm_in_child() -> None:
+    global _mask_before_fork
+    if _mask_before_fork is not None:
+        # a SIGTERM sent to the new process so far is pending, not lost: the interpreter
+        # clears the signals its handler caught before the fork finished. Ended now by
+        # the default action, as any process is.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _owners.clear()
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+        _mask_before_fork = None
+
+
+os.register_at_fork(
+    before=_block_sigterm_for_fork,
+    after_in_parent=_unblock_sigterm_in_parent,
+    after_in_child=_default_sigterm_in_child,
+)
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Raises :class:`Terminated` in the main thread on SIGTERM while the block runs.
 
-    Worker processes forked inside the block inherit the handler; a pool ends its workers
-    with SIGTERM, so in any other process the handler exits quietly as SIGTERM would.
+    Processes forked inside the block (pool workers) get SIGTERM's default action back, so
+    a pool that ends its workers with SIGTERM ends them as it would anywhere else. SIGTERM
+    is blocked while the fork runs: one sent to the new process before it has reset its
+    handler waits for the reset instead of being caught by the handler it inherited and
+    then forgotten by the interpreter, which would leave the worker running.
     """
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
+        if os.getpid() != owner:  # forked by other means than os.fork: end quietly
             os._exit(128 + signal.SIGTERM)
         raise Terminated("SIGTERM")
 
@@ -121,9 +161,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals to the caller
         yield
         return
+    _owners.append(owner)
     try:
         yield
     finally:
+        _owners.pop()
         signal.signal(signal.SIGTERM, previous)
 
 
