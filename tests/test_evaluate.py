@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from mammocad.evaluate import (
     CI_METRICS,
@@ -25,6 +31,7 @@ from mammocad.evaluate import (
     model_file_mb,
     roc_auc,
 )
+from mammocad.evaluate.metrics import average_ranks, pr_points, roc_points
 
 Y = [0, 0, 1, 1]
 P = [0.1, 0.6, 0.4, 0.9]
@@ -60,6 +67,29 @@ def test_ranking_metrics_match_sklearn_with_ties():
         p = np.round(rng.random(30), 1)  # many ties
         assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
         assert average_precision(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+
+
+def test_curves_and_ranks_match_sklearn_and_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 30, 200):
+        for _ in range(20):
+            y = rng.integers(0, 2, n)
+            y[:2] = (0, 1)
+            p = np.round(rng.random(n), int(rng.integers(1, 4)))  # ties, often many
+            np.testing.assert_array_equal(average_ranks(p), rankdata(p))
+            for drop in (True, False):
+                ours, theirs = roc_points(y, p, drop), roc_curve(y, p, drop_intermediate=drop)
+                for a, b in zip(ours, theirs, strict=True):
+                    np.testing.assert_array_equal(a, b)
+            for a, b in zip(pr_points(y, p), precision_recall_curve(y, p), strict=True):
+                np.testing.assert_array_equal(a, b)
+    y = np.array([1, 1, 1])  # no negative: precision 1 everywhere, as sklearn has it
+    for a, b in zip(
+        pr_points(y, np.array([0.2, 0.5, 0.5])),
+        precision_recall_curve(y, [0.2, 0.5, 0.5]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_single_class_and_no_positive_calls_never_crash():

@@ -6,8 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.metrics import precision_recall_curve, roc_curve
 
 # --------------------------------------------------------------------------- validation
 
@@ -31,6 +29,66 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 # --------------------------------------------------------------------------- ranking metrics
+# Written with NumPy alone, to scikit-learn's and SciPy's definitions (the tests compare
+# them): importing ``sklearn.metrics`` costs every stage about two seconds.
+
+
+def average_ranks(values: Any) -> np.ndarray:
+    """Ranks from 1, ties given the mean of their ranks (``scipy.stats.rankdata``)."""
+    x = np.asarray(values, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    inverse = np.empty(len(x), dtype=np.intp)
+    inverse[order] = np.arange(len(x))
+    sorted_x = x[order]
+    first = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    group = np.cumsum(first)[inverse]
+    bounds = np.r_[np.flatnonzero(first), len(x)]
+    return 0.5 * (bounds[group] + bounds[group - 1] + 1)
+
+
+def counts_at_thresholds(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+    """False and true positives when every distinct score, descending, is the threshold.
+
+    Returns:
+        ``(fps, tps, thresholds)`` as floats, one entry per distinct score: the counts of
+        images scored at least that high.
+    """
+    order = np.argsort(-p, kind="stable")  # the order within ties changes no count
+    scores, truth = p[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(truth)[last]
+    fps = 1 + last - tps
+    return fps, tps, scores[last]
+
+
+def roc_points(
+    y: np.ndarray, p: np.ndarray, drop_intermediate: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` of the ROC curve (``sklearn.metrics.roc_curve``).
+
+    The first point, nothing called positive, has threshold ``inf``; with
+    ``drop_intermediate`` the points inside straight segments are left out. Both classes
+    must be present.
+    """
+    fps, tps, thresholds = counts_at_thresholds(y, p)
+    if drop_intermediate and len(fps) > 2:
+        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps, thresholds = fps[corner], tps[corner], thresholds[corner]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds]
+
+
+def pr_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, thresholds)`` (``sklearn.metrics.precision_recall_curve``).
+
+    Recall decreases along the arrays, which end with the point (precision 1, recall 0)
+    that has no threshold, so ``thresholds`` is one shorter. There must be a positive.
+    """
+    fps, tps, thresholds = counts_at_thresholds(y, p)
+    called = tps + fps
+    precision = np.divide(tps, called, out=np.zeros_like(tps), where=called != 0)
+    recall = tps / tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
 def roc_auc(y_true: Any, prob: Any) -> float | None:
@@ -44,7 +102,7 @@ def roc_auc(y_true: Any, prob: Any) -> float | None:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(np.asarray(prob, dtype=np.float64))
+    ranks = average_ranks(prob)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -164,13 +222,13 @@ def curves(y_true: Any, prob: Any) -> dict[str, list[dict[str, float | None]]]:
     roc: list[dict[str, float | None]] = []
     pr: list[dict[str, float | None]] = []
     if len(np.unique(y)) == 2:
-        fpr, tpr, thr = roc_curve(y, p)
+        fpr, tpr, thr = roc_points(y, p)
         roc = [
             {"fpr": float(f), "tpr": float(t), "threshold": _finite(th)}
             for f, t, th in zip(fpr, tpr, thr, strict=True)
         ]
     if y.any():
-        precision, recall, thr = precision_recall_curve(y, p)
+        precision, recall, thr = pr_points(y, p)
         thresholds = [*thr.tolist(), math.inf]
         pr = [
             {"precision": float(pp), "recall": float(r), "threshold": _finite(th)}

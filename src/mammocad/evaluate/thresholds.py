@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
 
-from mammocad.evaluate.metrics import _check
+from mammocad.evaluate.metrics import _check, pr_points, roc_points
 from mammocad.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -22,8 +21,8 @@ THRESHOLDS: Registry[ThresholdFn] = Registry("threshold method")
 def _youden(y: np.ndarray, p: np.ndarray) -> float | None:
     if len(np.unique(y)) < 2:
         return None
-    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
-    # index 0 is sklearn's "+inf" point where nothing is called positive
+    fpr, tpr, thr = roc_points(y, p, drop_intermediate=False)
+    # index 0 is the "+inf" point where nothing is called positive
     return _best_threshold(thr[1:], (tpr - fpr)[1:])
 
 
@@ -31,7 +30,7 @@ def _youden(y: np.ndarray, p: np.ndarray) -> float | None:
 def _f1(y: np.ndarray, p: np.ndarray) -> float | None:
     if not y.any():
         return None
-    precision, recall, thr = precision_recall_curve(y, p)
+    precision, recall, thr = pr_points(y, p)
     precision, recall = precision[:-1], recall[:-1]
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
