@@ -73,3 +73,19 @@ def test_per_entry_paths():
     assert layout.eval_metrics("vgg16") == "metrics/eval/vgg16.json"
     assert layout.roc_curve(layout.SHALLOW) == "metrics/curves/roc/shallow_cnn.csv"
     assert layout.at(layout.SPLIT_TABLE).name == "split.csv"
+
+
+def test_dvc_lock_holds_only_stages_of_the_pipeline():
+    """DVC never drops the lock entry of a stage taken out of the pipeline (an entry removed
+    from a foreach list): such entries only slow every ``dvc`` command, which parses the
+    whole file (``dvc repro`` twice)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = set()
+    for name, spec in DVC.items():
+        if "foreach" not in spec:
+            stages.add(name)
+            continue
+        section, key = re.fullmatch(r"\$\{(\w+)\.(\w+)\}", spec["foreach"]).groups()
+        stages.update(f"{name}@{item}" for item in params[section][key])
+    locked = set(yaml.safe_load((REPO / "dvc.lock").read_text())["stages"])
+    assert locked <= stages, f"dvc.lock entries of no stage: {sorted(locked - stages)}"
