@@ -3,8 +3,9 @@
 Both commands read ``dvc.yaml``, ``dvc.lock`` and ``params.yaml`` and hash every dependency
 (from DVC's state database when nothing changed); ``dvc repro`` then decides that every
 stage is unchanged and skips it. The target: the no-op ``dvc repro`` within 1.2 times
-``dvc status``. Runs the two commands alternately ``--repeats`` times in the repository
-(which must be up to date: the benchmark refuses to reproduce anything) and prints each
+``dvc status``. Runs the two commands alternately ``--repeats`` times in the repository,
+which must be up to date (``dvc status`` says so first; should a ``dvc repro`` still run a
+stage, the benchmark stops, since its times would mean nothing), and prints each
 median, their ratio, and what drives both: the line counts of ``dvc.yaml`` and
 ``dvc.lock`` (DVC 3.67's ``repro`` parses both twice, ``status`` once) and the lock
 entries of stages no longer in the pipeline (DVC never removes them).
@@ -34,9 +35,7 @@ def timed(cmd: list[str], repo: Path) -> tuple[float, str]:
 
 
 def stale_lock_entries(repo: Path) -> list[str]:
-    names = subprocess.run(
-        ["dvc", "stage", "list", "--name-only"], cwd=repo, capture_output=True, text=True
-    ).stdout.split()
+    names = timed(["dvc", "stage", "list", "--name-only"], repo)[1].split()
     lock = yaml.safe_load((repo / "dvc.lock").read_text()) or {}
     return sorted(set(lock.get("stages", {})) - set(names))
 

@@ -83,6 +83,13 @@ def test_curves_and_ranks_match_sklearn_and_scipy_with_ties():
                     np.testing.assert_array_equal(a, b)
             for a, b in zip(pr_points(y, p), precision_recall_curve(y, p), strict=True):
                 np.testing.assert_array_equal(a, b)
+    y = np.array([0, 1, 1, 0])  # one distinct score: the diagonal, one threshold
+    p = np.full(4, 0.3)
+    for a, b in zip(roc_points(y, p), roc_curve(y, p), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(pr_points(y, p), precision_recall_curve(y, p), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(average_ranks(p), [2.5] * 4)
     y = np.array([1, 1, 1])  # no negative: precision 1 everywhere, as sklearn has it
     for a, b in zip(
         pr_points(y, np.array([0.2, 0.5, 0.5])),

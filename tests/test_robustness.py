@@ -447,34 +447,44 @@ def test_pool_workers_end_quietly_under_the_sigterm_handler(tmp_path):
     # ends any process, with no traceback, however soon after the fork it comes. A SIGTERM
     # that reached a child before the interpreter had finished forking it used to be
     # caught by the inherited handler and then cleared, leaving the child asleep (about 1
-    # run in 20 on a loaded machine): fifty children ended at once make that near certain.
+    # run in 20 on a loaded machine): fifty children, each ended as soon as it starts, make
+    # that near certain. Some come from another thread, as a pool's replacement workers do
+    # (maxtasksperchild), and from two threads at once.
     script = tmp_path / "pool.py"
     script.write_text(
-        "import multiprocessing as mp, time\n"
+        "import multiprocessing as mp, threading, time\n"
         "from mammocad.errors import sigterm_as_interrupt\n"
         "def square(x):\n"
         "    return x * x\n"
-        "with sigterm_as_interrupt():\n"
-        "    ctx = mp.get_context('fork')\n"
-        "    pool = ctx.Pool(2)\n"
-        "    print(sum(pool.map(square, range(100))))\n"
-        "    pool.close()\n"
-        "    pool.join()\n"
-        "    codes = set()\n"
-        "    for _ in range(50):\n"
+        "def end_children(n, codes):\n"
+        "    for _ in range(n):\n"
         "        child = ctx.Process(target=time.sleep, args=(60,))\n"
         "        child.start()\n"
         "        child.terminate()\n"
-        "        child.join(20)\n"
-        "        codes.add(child.exitcode)\n"
+        "        child.join(5)\n"
+        "        codes.append(child.exitcode)\n"
         "        if child.exitcode is None:\n"
         "            child.kill()\n"
         "            child.join()\n"
-        "    print(*sorted(codes, key=str))\n"
+        "with sigterm_as_interrupt():\n"
+        "    ctx = mp.get_context('fork')\n"
+        "    pool = ctx.Pool(2, maxtasksperchild=5)\n"
+        "    print(sum(pool.map(square, range(100), chunksize=1)))\n"
+        "    pool.close()\n"
+        "    pool.join()\n"
+        "    codes = []\n"
+        "    end_children(30, codes)\n"
+        "    threads = [threading.Thread(target=end_children, args=(10, codes)) for _ in range(2)]\n"
+        "    for t in threads:\n"
+        "        t.start()\n"
+        "    end_children(10, codes)\n"
+        "    for t in threads:\n"
+        "        t.join()\n"
+        "    print(len(codes), *sorted(set(codes), key=str))\n"
     )
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["328350", "-15"]  # every child ended by SIGTERM itself
+    assert proc.stdout.split() == ["328350", "60", "-15"]  # every child ended by SIGTERM
     assert "Traceback" not in proc.stderr and "Terminated" not in proc.stderr
