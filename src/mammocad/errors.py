@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,32 +105,32 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
 
 _TERM = {signal.SIGTERM}
 _owners: list[int] = []  # processes inside sigterm_as_interrupt, innermost last
-_mask_before_fork: set[int] | None = None
+# The forking thread's signal mask from before the fork; per thread, as two threads may fork
+# at once (a pool's worker-handler thread starts replacement workers).
+_fork = threading.local()
 
 
 def _block_sigterm_for_fork() -> None:
-    global _mask_before_fork
+    _fork.mask = None
     if _owners and _owners[-1] == os.getpid():
-        _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
+        _fork.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
 
 
 def _unblock_sigterm_in_parent() -> None:
-    global _mask_before_fork
-    if _mask_before_fork is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
-        _mask_before_fork = None
+    mask, _fork.mask = getattr(_fork, "mask", None), None
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _default_sigterm_in_child() -> None:
-    global _mask_before_fork
-    if _mask_before_fork is not None:
+    mask, _fork.mask = getattr(_fork, "mask", None), None
+    if mask is not None:
         # a SIGTERM sent to the new process so far is pending, not lost: the interpreter
         # clears the signals its handler caught before the fork finished. Ended now by
         # the default action, as any process is.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _owners.clear()
-        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
-        _mask_before_fork = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 os.register_at_fork(
@@ -165,8 +166,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        _owners.pop()
         signal.signal(signal.SIGTERM, previous)
+        _owners.pop()
 
 
 def report(prog: str, exc: BaseException, debug: bool | None = None) -> int:

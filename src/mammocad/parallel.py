@@ -34,10 +34,14 @@ def resolve_workers(workers: int) -> int:
 
 def _one_thread_per_worker() -> None:
     # the pool already has a process per core: OpenCV's own threads on top of it only
-    # compete for the same cores (the synthetic source renders 6 % faster without them)
-    import cv2
+    # compete for the same cores (the synthetic source renders 6 % faster without them).
+    # Never raises: a pool restarts a worker whose initializer fails, forever.
+    try:
+        import cv2
 
-    cv2.setNumThreads(1)
+        cv2.setNumThreads(1)
+    except Exception:
+        log.debug("could not set OpenCV's threads in a pool worker", exc_info=True)
 
 
 def imap(
