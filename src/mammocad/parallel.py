@@ -32,18 +32,6 @@ def resolve_workers(workers: int) -> int:
     return workers
 
 
-def _one_thread_per_worker() -> None:
-    # the pool already has a process per core: OpenCV's own threads on top of it only
-    # compete for the same cores (the synthetic source renders 6 % faster without them).
-    # Never raises: a pool restarts a worker whose initializer fails, forever.
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:
-        log.debug("could not set OpenCV's threads in a pool worker", exc_info=True)
-
-
 def imap(
     func: Callable[[T], R],
     tasks: Iterable[T],
@@ -77,7 +65,7 @@ def imap(
             return
         # fork is cheap and inherits imported modules; spawn would re-import torch per worker.
         ctx = mp.get_context("fork")
-        pool = ctx.Pool(n, _one_thread_per_worker, maxtasksperchild=200)
+        pool = ctx.Pool(n, maxtasksperchild=200)
         done = False
         try:
             for result in pool.imap(func, tasks, chunksize=1):
