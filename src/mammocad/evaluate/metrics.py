@@ -119,14 +119,10 @@ def average_precision(y_true: Any, prob: Any) -> float | None:
     n_pos = int(y.sum())
     if n_pos == 0:
         return None
-    p = np.asarray(prob, dtype=np.float64)
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
     # one operating point per distinct score: tied images enter together
-    last_of_tie = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last_of_tie]
-    precision = tp / (last_of_tie + 1)
-    recall = tp / n_pos
+    fps, tps, _ = counts_at_thresholds(y, np.asarray(prob, dtype=np.float64))
+    precision = tps / (tps + fps)
+    recall = tps / n_pos
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
