@@ -328,3 +328,38 @@ def test_torchvision_and_timm_import_in_fresh_interpreter():
     assert "nms" not in result["defined"]  # an existing schema is left alone
     assert set(result["defined"]) <= {"qnms"}
     assert result == {**result, "out": 1000, "nms": True, "qnms": True, "again": []}
+
+
+def test_torchvision_imports_without_torch_dynamo():
+    """torchvision's one use of ``torch._dynamo`` at import is deferred; the real package
+    is what a later import (timm's, here) gets, and a torchvision model still runs."""
+    code = (
+        "import json, sys, time, torch\n"
+        "from mammocad.models import _torchvision_compat as c\n"
+        "tv = c.import_torchvision()\n"
+        "after_tv = 'torch._dynamo' in sys.modules\n"
+        "stand_in = tv.ops.roi_align.__globals__['is_compile_supported']\n"
+        "out = tv.models.mobilenet_v2().eval()(torch.zeros(1, 3, 32, 32)).shape[1]\n"
+        "timm = c.import_timm()\n"
+        "import torch._dynamo\n"
+        "print(json.dumps({'after_tv': after_tv, 'out': out,"
+        " 'real': hasattr(torch._dynamo, 'disable') and bool(torch._dynamo.__file__),"
+        " 'deferred': stand_in is c._is_compile_supported,"
+        " 'supported': stand_in('cpu') == torch._dynamo.utils.is_compile_supported('cpu'),"
+        " 'timm': timm.create_model('mobilenetv1_100').eval()(torch.zeros(1, 3, 32, 32)).shape[1]}))\n"
+    )
+    src = str(Path(mammocad.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {
+        "after_tv": False,
+        "out": 1000,
+        "real": True,
+        "deferred": True,
+        "supported": True,
+        "timm": 1000,
+    }

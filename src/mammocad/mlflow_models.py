@@ -22,8 +22,10 @@ softmax are inside (:class:`mammocad.export.DeployModel`), as in the exported gr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +86,10 @@ def _network(ckpt: dict[str, Any]) -> Any:
         model = shallow_from_checkpoint(ckpt)
     else:
         from mammocad.checkpoint import rebuild_backbone
+        from mammocad.inference import build_architecture
 
-        model = rebuild_backbone(ckpt)
+        # the MobileNets without timm or torchvision (same state dict, same outputs)
+        model = rebuild_backbone(ckpt, build_architecture)
     norm = (ckpt.get("config") or {}).get("input") or {}
     if "mean" not in norm or "std" not in norm:
         raise ValueError(f"checkpoint of {ckpt['backbone']!r} holds no input mean/std")
@@ -146,6 +150,49 @@ def _requirements() -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _known_distributions(names: tuple[str, ...]) -> Iterator[None]:
+    """Lets MLflow check the given requirements without indexing every installed package.
+
+    ``log_model`` warns where the environment does not satisfy the requirements. To find a
+    requirement's installed version it first maps every module of every installed
+    distribution (``importlib.metadata.packages_distributions``: 1.7 s per logged model
+    here). The requirements logged here name only distributions whose module has the same
+    name, read from this environment, so for the call a map of just those is complete. The
+    map is MLflow's private cache; where it is absent or already filled, nothing changes.
+    """
+    from mlflow.utils import requirements_utils as reqs
+
+    seeded = getattr(reqs, "_MODULES_TO_PACKAGES", False) is None
+    if seeded:
+        reqs._MODULES_TO_PACKAGES = {name: [name] for name in names}
+    try:
+        yield
+    finally:
+        if seeded:
+            reqs._MODULES_TO_PACKAGES = None
+            reqs._PACKAGES_TO_MODULES = None
+
+
+def _log_pyfunc(mlflow, spec: ModelSpec, ckpt, signature, example, version: str) -> Any:
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        loader_module=__name__,
+        data_path=str(spec.checkpoint),
+        signature=signature,
+        input_example=example,
+        pip_requirements=_requirements(),
+        registered_model_name=spec.register_as,
+        metadata={
+            "backbone": ckpt["backbone"],
+            "init": (ckpt.get("metrics") or {}).get("init"),
+            "epoch": ckpt["epoch"],
+            "mammocad_version": version,
+            "loader": f"{__name__}._load_pyfunc (needs the mammocad package)",
+        },
+    )
+
+
 def log_checkpoint_model(spec: ModelSpec) -> Any:
     """Logs a checkpoint as the active run's model, with signature and input example.
 
@@ -167,22 +214,8 @@ def log_checkpoint_model(spec: ModelSpec) -> Any:
         example = np.zeros((1, *input_shape(ckpt)), np.float32)
     example = np.ascontiguousarray(example, dtype=np.float32)
     signature = infer_signature(example, model.predict(example))
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        loader_module=__name__,
-        data_path=str(spec.checkpoint),
-        signature=signature,
-        input_example=example,
-        pip_requirements=_requirements(),
-        registered_model_name=spec.register_as,
-        metadata={
-            "backbone": ckpt["backbone"],
-            "init": (ckpt.get("metrics") or {}).get("init"),
-            "epoch": ckpt["epoch"],
-            "mammocad_version": __version__,
-            "loader": f"{__name__}._load_pyfunc (needs the mammocad package)",
-        },
-    )
+    with _known_distributions(("mlflow", *_PINNED)):
+        info = _log_pyfunc(mlflow, spec, ckpt, signature, example, __version__)
     if spec.register_as:
         mlflow.MlflowClient().set_registered_model_alias(
             spec.register_as, CHAMPION, info.registered_model_version

@@ -1,18 +1,21 @@
-"""Model size and batch-1 latency, the deployment argument of paper §4.3."""
+"""Model size and batch-1 latency, the deployment argument of paper §4.3.
+
+torch is imported where a model is timed, not with the module: the report stage reads
+file sizes through :mod:`mammocad.evaluate` and needs no torch (2 s of its start-up).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from mammocad.timing import time_calls
 
+if TYPE_CHECKING:
+    from torch import nn
 
-@torch.inference_mode()
+
 def latency_ms(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -39,6 +42,8 @@ def latency_ms(
     Raises:
         ValueError: for a batch other than 1, ``repeats < 1`` or ``warmup < 0``.
     """
+    import torch
+
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3:
         shape = (1, *shape)
@@ -55,7 +60,8 @@ def latency_ms(
         torch.set_num_threads(threads)
     model.eval()
     try:
-        timed = time_calls(lambda: model(x), repeats, warmup, sync)
+        with torch.inference_mode():
+            timed = time_calls(lambda: model(x), repeats, warmup, sync)
         used_threads = torch.get_num_threads()
     finally:
         model.train(was_training)

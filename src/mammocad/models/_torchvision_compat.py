@@ -136,14 +136,60 @@ def ensure_torchvision_ops() -> list[str]:
         return missing
 
 
+# torchvision 0.28 imports ``torch._dynamo`` (2 s here: sympy, the compiler's rule tables)
+# for one name, ``roi_align``'s ``is_compile_supported``, called only when that operator
+# runs. A stage that builds a classifier never calls it.
+_DYNAMO = "torch._dynamo"
+_DYNAMO_UTILS = "torch._dynamo.utils"
+
+
+def _is_compile_supported(device_type: str) -> bool:
+    """``torch._dynamo.utils.is_compile_supported``, imported when first called."""
+    from torch._dynamo.utils import is_compile_supported
+
+    return is_compile_supported(device_type)
+
+
+def _import_deferring_dynamo(name: str) -> ModuleType:
+    """Imports ``name`` with ``torch._dynamo.utils`` standing in for the real one.
+
+    The stand-ins live in ``sys.modules`` only during the import; a later
+    ``import torch._dynamo`` gets the real package. The stand-in utils module hands out
+    :func:`_is_compile_supported`; any other name a future torchvision asks for raises
+    ``ImportError``, caught here: the import is then simply repeated the normal way.
+    """
+    if _DYNAMO in sys.modules or name in sys.modules:
+        return importlib.import_module(name)
+    package = ModuleType(_DYNAMO)
+    package.__path__ = []
+    utils = ModuleType(_DYNAMO_UTILS)
+    utils.is_compile_supported = _is_compile_supported
+    before = set(sys.modules)
+    sys.modules[_DYNAMO], sys.modules[_DYNAMO_UTILS] = package, utils
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        logger.debug("importing %s without torch._dynamo failed (%s); importing it", name, err)
+        for partial in set(sys.modules) - before:
+            del sys.modules[partial]
+    finally:
+        for stand_in in (_DYNAMO, _DYNAMO_UTILS):
+            if sys.modules.get(stand_in) in (package, utils):
+                del sys.modules[stand_in]
+    return importlib.import_module(name)
+
+
 def import_torchvision() -> ModuleType:
     """Imports and returns :mod:`torchvision`, defining missing operators first.
+
+    ``torch._dynamo``, which torchvision imports for a detection operator, is left
+    unimported (see :func:`_import_deferring_dynamo`); timm needs it at import time.
 
     Returns:
         The ``torchvision`` module.
     """
     ensure_torchvision_ops()
-    return importlib.import_module(_NAMESPACE)
+    return _import_deferring_dynamo(_NAMESPACE)
 
 
 def import_timm() -> ModuleType:
