@@ -363,3 +363,26 @@ def test_torchvision_imports_without_torch_dynamo():
         "supported": True,
         "timm": 1000,
     }
+
+
+def test_a_module_needing_more_of_torch_dynamo_gets_the_real_one():
+    """``torchvision.tv_tensors`` calls ``torch.compiler.disable`` at import: through the
+    stand-in it gets the real ``torch._dynamo``, and no stand-in is left behind."""
+    code = (
+        "import json, sys, torch\n"
+        "from mammocad.models import _torchvision_compat as c\n"
+        "c.ensure_torchvision_ops()\n"
+        "tvt = c._import_deferring_dynamo('torchvision.tv_tensors')\n"
+        "dyn = sys.modules['torch._dynamo']\n"
+        "print(json.dumps({'real': bool(getattr(dyn, '__file__', None)),"
+        " 'utils': bool(getattr(sys.modules['torch._dynamo.utils'], '__file__', None)),"
+        " 'attr': torch._dynamo is dyn, 'image': tvt.Image(torch.zeros(1, 2, 2)).shape[0]}))\n"
+    )
+    src = str(Path(mammocad.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"real": True, "utils": True, "attr": True, "image": 1}

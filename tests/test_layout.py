@@ -89,3 +89,17 @@ def test_dvc_lock_holds_only_stages_of_the_pipeline():
         stages.update(f"{name}@{item}" for item in params[section][key])
     locked = set(yaml.safe_load((REPO / "dvc.lock").read_text())["stages"])
     assert locked <= stages, f"dvc.lock entries of no stage: {sorted(locked - stages)}"
+
+
+def test_dvc_reads_yaml_with_the_c_parser():
+    """DVC parses ``dvc.yaml``, ``dvc.lock`` and ``params.yaml`` with ruamel.yaml's safe
+    loader; without ``ruamel.yaml.clib`` (an optional extra of ruamel.yaml) that loader is
+    pure Python and each ``dvc status`` parses several times slower."""
+    from dvc.utils.serialize._yaml import parse_yaml
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__module__.startswith("ruamel.yaml.clib"), (
+        "ruamel.yaml.clib is not installed (pyproject.toml pins it)"
+    )
+    text = (REPO / "dvc.lock").read_text()
+    assert parse_yaml(text, "dvc.lock")["stages"].keys() == yaml.safe_load(text)["stages"].keys()

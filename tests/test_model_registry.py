@@ -225,3 +225,37 @@ def test_companion_uri():
     assert companion_uri(CHAMPION_URI, "shallow_cnn") == "models:/mammocad-shallow_cnn@champion"
     assert companion_uri(f"models:/{NAME}/3", "shallow_cnn") is None
     assert companion_uri("runs:/abc/model", "shallow_cnn") is None
+
+
+def test_requirement_check_skips_the_package_index_and_still_warns(monkeypatch):
+    """Inside ``_modules_of`` MLflow's requirement check needs no index of every installed
+    package, still warns about a requirement the environment does not meet, and leaves its
+    cache as it found it, also when logging fails."""
+    from mlflow.utils import requirements_utils as reqs
+
+    from mammocad.mlflow_models import _modules_of
+
+    def no_index():
+        raise AssertionError("indexed every installed package")
+
+    monkeypatch.setattr(reqs, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(reqs, "_PACKAGES_TO_MODULES", None)
+    monkeypatch.setattr(reqs.importlib_metadata, "packages_distributions", no_index)
+    warnings: list[str] = []
+    monkeypatch.setattr(reqs._logger, "warning", lambda msg, *a: warnings.append(msg % a))
+    wanted = ["numpy==0.0.1", f"torch=={torch.__version__.split('+')[0]}"]
+    with _modules_of(wanted):
+        reqs.warn_dependency_requirement_mismatches(wanted)
+    assert len(warnings) == 1
+    assert "numpy==0.0.1" in warnings[0] and "torch==" not in warnings[0]
+    assert reqs._MODULES_TO_PACKAGES is None and reqs._PACKAGES_TO_MODULES is None
+
+    with pytest.raises(RuntimeError), _modules_of(wanted):
+        raise RuntimeError("log_model failed")
+    assert reqs._MODULES_TO_PACKAGES is None
+
+    filled = {"numpy": ["numpy"], "yaml": ["PyYAML"]}
+    monkeypatch.setattr(reqs, "_MODULES_TO_PACKAGES", filled)
+    with _modules_of(wanted):
+        assert reqs._MODULES_TO_PACKAGES is filled
+    assert reqs._MODULES_TO_PACKAGES is filled

@@ -125,8 +125,9 @@ def rebuild_backbone(ckpt: Mapping[str, Any], build: Builder | None = None) -> n
     The checkpoint's init source decides the architecture (models converted from the
     bundled TFLite weights pad like TensorFlow), so it is passed to ``build`` with the
     backbone name. ``build`` defaults to :func:`mammocad.models.backbones.build_architecture`;
-    ``mammocad predict`` passes :func:`mammocad.inference.build_architecture`, which makes
-    the same state dict without importing torchvision or timm.
+    ``mammocad predict``, the ``evaluate`` and ``localize`` stages and the MLflow model's
+    loader pass :func:`mammocad.inference.build_architecture`, which makes the same state
+    dict without importing torchvision or timm.
     """
     if build is None:
         from mammocad.models.backbones.build import build_architecture as build

@@ -1,16 +1,17 @@
 """The patch networks rebuilt for inference: fast to import, fast to run on CPUs.
 
-``mammocad predict`` loads one fine-tuned backbone and runs it over a whole mammogram. Two
-things cost more than they need to there:
+``mammocad predict`` loads one fine-tuned backbone and runs it over a whole mammogram;
+the ``evaluate`` and ``localize`` stages and the MLflow model's loader rebuild backbones
+from checkpoints too. Two things cost more than they need to there:
 
-* Importing torchvision costs about 2.5 s on a 2-core machine (its package imports the
-  detection operators, which import ``torch._dynamo``), and timm imports torchvision. A
-  checkpoint's MobileNet needs neither: :class:`MobileNetV1` is timm's
-  ``mobilenetv1_100`` and :class:`MobileNetV2` torchvision's ``mobilenet_v2`` with the
-  same module paths and the same parameter and buffer names, so that a checkpoint of
-  either loads into them and they compute the same function (``tests/test_inference.py``
-  compares them with the libraries' models, in the library and the bundled-weight
-  layouts). :func:`build_architecture` uses them and falls back to
+* timm takes about 2 s to import on a 2-core machine (it needs ``torch._dynamo`` at import
+  time) and imports torchvision. A checkpoint's MobileNet needs neither:
+  :class:`MobileNetV1` is timm's ``mobilenetv1_100`` and :class:`MobileNetV2`
+  torchvision's ``mobilenet_v2`` with the same module paths and the same parameter and
+  buffer names, so that a checkpoint of either loads into them and they compute the same
+  function, bit for bit in evaluation mode (``tests/test_inference.py`` compares them with
+  the libraries' models, in the library and the bundled-weight layouts).
+  :func:`build_architecture` uses them and falls back to
   :func:`mammocad.models.backbones.build_architecture` for the other backbones.
 * :func:`fuse_for_inference` folds each batch normalisation into the convolution before
   it (about a quarter of a CPU pass went to normalising activations that the convolution

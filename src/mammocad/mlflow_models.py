@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,46 +152,32 @@ def _requirements() -> list[str]:
 
 
 @contextlib.contextmanager
-def _known_distributions(names: tuple[str, ...]) -> Iterator[None]:
-    """Lets MLflow check the given requirements without indexing every installed package.
+def _modules_of(requirements: list[str]) -> Iterator[None]:
+    """Lets ``log_model`` check the given requirements without indexing every package.
 
-    ``log_model`` warns where the environment does not satisfy the requirements. To find a
-    requirement's installed version it first maps every module of every installed
-    distribution (``importlib.metadata.packages_distributions``: 1.7 s per logged model
-    here). The requirements logged here name only distributions whose module has the same
-    name, read from this environment, so for the call a map of just those is complete. The
-    map is MLflow's private cache; where it is absent or already filled, nothing changes.
+    Given ``pip_requirements``, ``log_model`` still warns where the environment does not
+    satisfy them, and to do so first maps every module of every installed distribution to
+    its distribution (``importlib.metadata.packages_distributions``: 1.7 s per logged
+    model on 2 cores), although it reads each installed version by distribution name and
+    needs a module only where a distribution has no metadata. For the call, this fills that
+    map (MLflow's private cache in ``mlflow.utils.requirements_utils``) with the
+    requirements' own names, each its own module, and empties it afterwards, so the check
+    and its warnings stay as they are. Only for given requirements: inferring them reads
+    the same map, which must then be complete. Where the cache is missing or already
+    filled, nothing changes.
     """
     from mlflow.utils import requirements_utils as reqs
 
+    names = [re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in requirements]
     seeded = getattr(reqs, "_MODULES_TO_PACKAGES", False) is None
     if seeded:
-        reqs._MODULES_TO_PACKAGES = {name: [name] for name in names}
+        reqs._MODULES_TO_PACKAGES = {name: [name] for name in ("mlflow", *names)}
     try:
         yield
     finally:
         if seeded:
             reqs._MODULES_TO_PACKAGES = None
             reqs._PACKAGES_TO_MODULES = None
-
-
-def _log_pyfunc(mlflow, spec: ModelSpec, ckpt, signature, example, version: str) -> Any:
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        loader_module=__name__,
-        data_path=str(spec.checkpoint),
-        signature=signature,
-        input_example=example,
-        pip_requirements=_requirements(),
-        registered_model_name=spec.register_as,
-        metadata={
-            "backbone": ckpt["backbone"],
-            "init": (ckpt.get("metrics") or {}).get("init"),
-            "epoch": ckpt["epoch"],
-            "mammocad_version": version,
-            "loader": f"{__name__}._load_pyfunc (needs the mammocad package)",
-        },
-    )
 
 
 def log_checkpoint_model(spec: ModelSpec) -> Any:
@@ -214,8 +201,24 @@ def log_checkpoint_model(spec: ModelSpec) -> Any:
         example = np.zeros((1, *input_shape(ckpt)), np.float32)
     example = np.ascontiguousarray(example, dtype=np.float32)
     signature = infer_signature(example, model.predict(example))
-    with _known_distributions(("mlflow", *_PINNED)):
-        info = _log_pyfunc(mlflow, spec, ckpt, signature, example, __version__)
+    requirements = _requirements()
+    with _modules_of(requirements):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            loader_module=__name__,
+            data_path=str(spec.checkpoint),
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            registered_model_name=spec.register_as,
+            metadata={
+                "backbone": ckpt["backbone"],
+                "init": (ckpt.get("metrics") or {}).get("init"),
+                "epoch": ckpt["epoch"],
+                "mammocad_version": __version__,
+                "loader": f"{__name__}._load_pyfunc (needs the mammocad package)",
+            },
+        )
     if spec.register_as:
         mlflow.MlflowClient().set_registered_model_alias(
             spec.register_as, CHAMPION, info.registered_model_version

@@ -141,6 +141,7 @@ def ensure_torchvision_ops() -> list[str]:
 # runs. A stage that builds a classifier never calls it.
 _DYNAMO = "torch._dynamo"
 _DYNAMO_UTILS = "torch._dynamo.utils"
+_defer_lock = threading.Lock()
 
 
 def _is_compile_supported(device_type: str) -> bool:
@@ -150,33 +151,53 @@ def _is_compile_supported(device_type: str) -> bool:
     return is_compile_supported(device_type)
 
 
-def _import_deferring_dynamo(name: str) -> ModuleType:
-    """Imports ``name`` with ``torch._dynamo.utils`` standing in for the real one.
+def _stand_in(name: str, stand_ins: dict[str, ModuleType]) -> ModuleType:
+    """A module named ``name`` whose unknown attributes come from the real module.
 
-    The stand-ins live in ``sys.modules`` only during the import; a later
-    ``import torch._dynamo`` gets the real package. The stand-in utils module hands out
-    :func:`_is_compile_supported`; any other name a future torchvision asks for raises
-    ``ImportError``, caught here: the import is then simply repeated the normal way.
+    The first such attribute takes every stand-in out of ``sys.modules``, imports the real
+    ``name`` (and so the real ``torch._dynamo``) and returns the attribute from it: an
+    import that needs more of ``torch._dynamo`` than :func:`_is_compile_supported` (as
+    ``torchvision.tv_tensors`` does, through ``torch.compiler.disable``) gets the real
+    thing, only without the saving.
     """
-    if _DYNAMO in sys.modules or name in sys.modules:
-        return importlib.import_module(name)
-    package = ModuleType(_DYNAMO)
-    package.__path__ = []
-    utils = ModuleType(_DYNAMO_UTILS)
-    utils.is_compile_supported = _is_compile_supported
-    before = set(sys.modules)
-    sys.modules[_DYNAMO], sys.modules[_DYNAMO_UTILS] = package, utils
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        logger.debug("importing %s without torch._dynamo failed (%s); importing it", name, err)
-        for partial in set(sys.modules) - before:
-            del sys.modules[partial]
-    finally:
-        for stand_in in (_DYNAMO, _DYNAMO_UTILS):
-            if sys.modules.get(stand_in) in (package, utils):
-                del sys.modules[stand_in]
-    return importlib.import_module(name)
+    module = ModuleType(name)
+
+    def __getattr__(attr: str):
+        if attr.startswith("__"):  # import-system probes (__path__, __spec__, ...)
+            raise AttributeError(attr)
+        for key, stand_in in stand_ins.items():
+            if sys.modules.get(key) is stand_in:
+                del sys.modules[key]
+        return getattr(importlib.import_module(name), attr)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    return module
+
+
+def _import_deferring_dynamo(name: str) -> ModuleType:
+    """Imports ``name`` with stand-ins for ``torch._dynamo`` and ``torch._dynamo.utils``.
+
+    The stand-ins live in ``sys.modules`` only during the import (another thread that
+    imports ``torch._dynamo`` meanwhile gets a stand-in, which hands out the real
+    module's attributes). The utils stand-in holds :func:`_is_compile_supported`; any other
+    name is read from the real module (see :func:`_stand_in`). Where any part of
+    ``torch._dynamo`` is already imported, or ``name`` is, this is a plain import.
+    """
+    with _defer_lock:
+        if name in sys.modules or any(m in sys.modules for m in (_DYNAMO, _DYNAMO_UTILS)):
+            return importlib.import_module(name)
+        stand_ins: dict[str, ModuleType] = {}
+        stand_ins[_DYNAMO] = _stand_in(_DYNAMO, stand_ins)
+        stand_ins[_DYNAMO].__path__ = []
+        stand_ins[_DYNAMO_UTILS] = _stand_in(_DYNAMO_UTILS, stand_ins)
+        stand_ins[_DYNAMO_UTILS].is_compile_supported = _is_compile_supported
+        sys.modules.update(stand_ins)
+        try:
+            return importlib.import_module(name)
+        finally:
+            for key, stand_in in stand_ins.items():
+                if sys.modules.get(key) is stand_in:
+                    del sys.modules[key]
 
 
 def import_torchvision() -> ModuleType:
