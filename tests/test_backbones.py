@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,9 +12,9 @@ from urllib.parse import urlparse
 import pytest
 import torch
 import torch.nn.functional as F
+from fresh import fresh_interpreter
 from torch import nn
 
-import mammocad
 from mammocad.models import (
     BACKBONES,
     OFFLINE_ENV,
@@ -318,13 +315,7 @@ def test_torchvision_and_timm_import_in_fresh_interpreter():
         "print(json.dumps({'defined': defined, 'out': out, 'nms': c._op_exists('nms'),"
         " 'qnms': c._op_exists('qnms'), 'again': c.ensure_torchvision_ops()}))\n"
     )
-    src = str(Path(mammocad.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert "nms" not in result["defined"]  # an existing schema is left alone
     assert set(result["defined"]) <= {"qnms"}
     assert result == {**result, "out": 1000, "nms": True, "qnms": True, "again": []}
@@ -348,13 +339,7 @@ def test_torchvision_imports_without_torch_dynamo():
         " 'supported': stand_in('cpu') == torch._dynamo.utils.is_compile_supported('cpu'),"
         " 'timm': timm.create_model('mobilenetv1_100').eval()(torch.zeros(1, 3, 32, 32)).shape[1]}))\n"
     )
-    src = str(Path(mammocad.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert result == {
         "after_tv": False,
         "out": 1000,
@@ -378,11 +363,5 @@ def test_a_module_needing_more_of_torch_dynamo_gets_the_real_one():
         " 'utils': bool(getattr(sys.modules['torch._dynamo.utils'], '__file__', None)),"
         " 'attr': torch._dynamo is dyn, 'image': tvt.Image(torch.zeros(1, 2, 2)).shape[0]}))\n"
     )
-    src = str(Path(mammocad.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert result == {"real": True, "utils": True, "attr": True, "image": 1}

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from fresh import fresh_interpreter
 from torch import nn
 
-import mammocad
 from mammocad import inference
 from mammocad.models import backbones
 
@@ -85,13 +79,7 @@ def test_standalone_build_imports_neither_torchvision_nor_timm():
         "print(json.dumps(sorted(m for m in ('torchvision', 'timm', 'torch._dynamo')"
         " if m in sys.modules)))\n"
     )
-    src = str(Path(mammocad.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert fresh_interpreter(code) == []
 
 
 #: Classifier weight factors that give the test image's map contrast without saturating it.

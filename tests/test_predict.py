@@ -6,8 +6,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -16,6 +14,7 @@ import pandas as pd
 import predict_reference
 import pytest
 import torch
+from fresh import fresh_interpreter
 from pydicom.data import get_testdata_file
 
 from mammocad import cli
@@ -455,13 +454,7 @@ def test_predict_loads_no_library_it_does_not_use(models, tmp_path):
         f"rc = cli.main({[*args, '--backbone', BACKBONE]!r})\n"
         f"print(json.dumps([rc, [m for m in {heavy!r} if m in sys.modules]]))\n"
     )
-    src = str(Path(cli.__file__).resolve().parents[2])  # src/mammocad/cli/__init__.py
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+    assert fresh_interpreter(code, timeout=300) == [0, []]
     assert (tmp_path / "out" / "skipped.csv").read_text() == "file,reason\n"
     # pandas still works where a command uses it
     frame = pd.DataFrame({"file": ["a,b"], "reason": ['say "x"']})
