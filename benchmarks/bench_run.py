@@ -19,6 +19,7 @@ Usage: ``python benchmarks/bench_run.py [--repo .]`` or
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -102,14 +103,24 @@ def main() -> None:
                 datetime.now().date(), datetime.strptime(args.started, "%H:%M:%S").time()
             )
     else:
+        # one pipe for both streams keeps DVC's "Running stage" lines in order with the
+        # stages' log lines; they are echoed to stderr as they come
         begin = datetime.now()
-        proc = subprocess.run(
-            ["dvc", "repro", "-f"], cwd=args.repo.resolve(), capture_output=True, text=True
+        proc = subprocess.Popen(
+            ["dvc", "repro", "-f"],
+            cwd=args.repo.resolve(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        lines = []
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            lines.append(line.rstrip("\n"))
         end = datetime.now()
-        if proc.returncode != 0:
-            sys.exit(f"dvc repro -f failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        lines = (proc.stdout + "\n" + proc.stderr).splitlines()
+        if proc.wait() != 0:
+            sys.exit(f"dvc repro -f failed ({proc.returncode})")
     starts = stage_starts(lines, begin or datetime.now())
     if begin is not None and starts and starts[0][1] < begin:  # a --log run after midnight
         starts = [(name, t + timedelta(days=1)) for name, t in starts]
