@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ import torch
 from mammocad import export as E
 from mammocad.cli import main as cli_main
 from mammocad.export import backbone as export_driver
+from mammocad.export import writers
 from mammocad.io import write_png
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.data import ImageSet, label_malignant
@@ -240,3 +244,31 @@ def test_cli_export_errors_name_the_problem(tmp_path, capsys):
     torch.save({"model": {}}, ckpt)
     assert cli_main(["export", str(ckpt), "--root", str(tmp_path)]) == 1
     assert "--root must be a pipeline folder" in capsys.readouterr().err
+
+
+def test_torchscript_names_no_path_of_the_checkout(tmp_path):
+    """``torch.jit.save`` records the absolute path of every source file a trace ran
+    through; the export drops those records, so the same model exported from any checkout
+    or environment is the same file (and ``dvc.lock`` keeps its hash)."""
+    torch.manual_seed(0)
+    net = build_model("mobilenet_v2", "scratch")[0].eval()
+    model = E.DeployModel(net, [0.5] * 3, [0.25] * 3).eval()
+    x = torch.rand(1, 1, 32, 32)
+    roots = [
+        str(Path(torch.__file__).parents[1]).encode(),
+        str(Path(E.__file__).parents[2]).encode(),
+    ]
+
+    def naming(archive) -> list[str]:
+        with zipfile.ZipFile(archive) as z:
+            return [n for n in z.namelist() if any(r in z.read(n) for r in roots)]
+
+    saved = io.BytesIO()
+    torch.jit.save(torch.jit.trace(model, x), saved)
+    assert naming(saved)  # what torch.jit.save writes names them
+    writers.export_torchscript(model, x, tmp_path / "m.pt")
+    assert naming(tmp_path / "m.pt") == []
+    with zipfile.ZipFile(tmp_path / "m.pt") as z:
+        assert not [n for n in z.namelist() if n.endswith(".debug_pkl")]
+    with torch.no_grad():
+        assert torch.equal(torch.jit.load(tmp_path / "m.pt")(x), model(x))

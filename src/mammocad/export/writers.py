@@ -4,7 +4,9 @@ written as TorchScript and as ONNX.
 
 from __future__ import annotations
 
+import io
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,16 +43,40 @@ class DeployModel(nn.Module):
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Traces ``model`` on ``example`` and saves it as TorchScript.
+    """Traces ``model`` on ``example`` and saves it as TorchScript, the same in any checkout.
 
     Tracing (not scripting) records the operations the eval-mode network runs; the
     backbones have no data-dependent control flow, and the output check against PyTorch
-    proves the trace right.
+    proves the trace right. The file is then written without its debug records (see
+    :func:`_without_debug_records`).
     """
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice
         traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        traced.save(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    path.write_bytes(_without_debug_records(buffer.getvalue()))
+
+
+def _without_debug_records(archive: bytes) -> bytes:
+    """A TorchScript archive without the records that depend on where the code lives.
+
+    ``torch.jit.save`` writes, beside each code file, a ``.debug_pkl`` of source ranges
+    that name the absolute path of every Python file the trace went through (this
+    checkout's ``src/``, the environment's site-packages), and a ``serialization_id``
+    hashed from all records. The same model exported from two checkouts then differs, and
+    so does its hash in ``dvc.lock``. ``torch.jit.load`` needs neither record: without
+    them an error inside the model names no Python source line, and the rest of the
+    archive is copied unchanged, in order.
+    """
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            name = info.filename
+            if name.endswith(".debug_pkl") or name.endswith("/.data/serialization_id"):
+                continue
+            dst.writestr(info, src.read(name), compress_type=zipfile.ZIP_STORED)
+    return out.getvalue()
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
