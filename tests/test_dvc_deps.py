@@ -111,3 +111,16 @@ def test_stage_deps_cover_its_imports(stage, deps, module):
         if not any(path == dep or dep in path.parents for dep in covered)
     )
     assert not missing, f"dvc.yaml stage {stage!r} lacks deps: {', '.join(missing)}"
+
+
+def test_bytecode_caches_are_not_dependencies():
+    """Python writes ``__pycache__`` beside the sources a stage imports; hashed with the
+    source folders in ``deps``, they would mark every stage changed after the first run
+    (and differ between Python versions)."""
+    from dvc.repo import Repo
+
+    ignore = Repo(str(REPO)).dvcignore
+    cache = REPO / "src" / "mammocad" / "localize" / "__pycache__"
+    assert ignore.is_ignored_file(str(cache / "cam.cpython-311.pyc"))
+    assert ignore.is_ignored_file(str(REPO / "src" / "mammocad" / "stray.pyc"))
+    assert not ignore.is_ignored_file(str(REPO / "src" / "mammocad" / "localize" / "cam.py"))
