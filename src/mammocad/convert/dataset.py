@@ -123,7 +123,9 @@ def convert_dataset(
 
     try:
         with atomic_dir(out_dir) as tmp:
-            rows_by_image = {k: g for k, g in table.groupby("image_id", sort=False)}
+            rows_by_image: dict[str, list[dict[str, Any]]] = {}
+            for record in table.to_dict("records"):
+                rows_by_image.setdefault(record["image_id"], []).append(record)
             manifest_rows: list[dict[str, Any]] = []
             swapped = mismatched_ids = 0
             for task in tasks:
@@ -134,8 +136,8 @@ def convert_dataset(
                     continue
                 rows = rows_by_image[task.image_id]
                 manifest_rows.append(_full_row(task.image_id, rows, result["full"]))
-                by_roi: dict[str, pd.Series] = {}
-                for _, r in rows.iterrows():
+                by_roi: dict[str, dict[str, Any]] = {}
+                for r in rows:
                     by_roi.setdefault(_roi_id(r), r)  # the first of duplicated rows, as planned
                 for written in result["rois"]:
                     swapped += int(written["swapped"])

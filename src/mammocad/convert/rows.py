@@ -25,15 +25,18 @@ def _max_numeric(values: Iterable[str]) -> str:
     return max(numbers, key=int) if numbers else ""
 
 
-def _roi_id(row: pd.Series) -> str:
+def _roi_id(row: pd.Series | dict) -> str:
     return row["roi_id"] or f"{row['image_id']}_{row['abnormality_id']}"
 
 
-def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dict[str, Any]:
-    first = rows.iloc[0]
-    pathology = worst(rows["pathology"])
-    pathology_raw = rows.loc[rows["pathology"] == pathology, "pathology_raw"].iloc[0]
-    categories = list(dict.fromkeys(rows["category"]))
+def _full_row(
+    image_id: str, rows: list[dict[str, Any]], written: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest row of a full image from its case-description rows (as records)."""
+    first = rows[0]
+    pathology = worst(row["pathology"] for row in rows)
+    pathology_raw = next(r["pathology_raw"] for r in rows if r["pathology"] == pathology)
+    categories = list(dict.fromkeys(row["category"] for row in rows))
     if len(categories) > 1:
         log.warning("%s: case-description rows of several types %s", image_id, categories)
     return {
@@ -48,7 +51,7 @@ def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dic
         "abnormality_id": "",
         "pathology": pathology,
         "pathology_raw": pathology_raw,
-        "assessment": _max_numeric(rows["assessment"]),
+        "assessment": _max_numeric(row["assessment"] for row in rows),
         "subtlety": "",
         "breast_density": first["breast_density"],
         "lesion_shape": "",
@@ -62,7 +65,7 @@ def _full_row(image_id: str, rows: pd.DataFrame, written: dict[str, Any]) -> dic
     }
 
 
-def _roi_row(row: pd.Series, written: dict[str, Any]) -> dict[str, Any]:
+def _roi_row(row: pd.Series | dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
     out = {
         "image_id": written["roi_id"],
         "kind": "roi",
