@@ -7,6 +7,7 @@ rank trains, rank 0 alone writes the checkpoint, history and metrics.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 from mammocad import layout
@@ -19,6 +20,7 @@ from mammocad.experiment import (
     resolve_finetune,
     save_trained,
     train_backbone,
+    training_image_px,
 )
 from mammocad.layout import at
 from mammocad.patches import PatchesConfig
@@ -27,6 +29,17 @@ from mammocad.timing import write_metrics
 from stages.common import ROOT, load_params, run_stage, scalar, section, start, training_device
 
 log = logging.getLogger("stages.finetune")
+
+
+def _image_px() -> float | None:
+    """The training films' long side, against which `mammocad predict` scales other images."""
+    try:
+        full = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "full")["train"]
+    except ValueError as exc:  # a split without full images: predict keeps pixel sizes
+        log.warning("%s; checkpoints record no training image size", exc)
+        return None
+    value = training_image_px(full)
+    return value if math.isfinite(value) else None
 
 
 def main(backbone: str) -> None:
@@ -38,6 +51,7 @@ def main(backbone: str) -> None:
     except (ConfigError, ValueError, KeyError) as exc:
         raise SystemExit(f"params.yaml: {exc}") from None
     frames = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "roi")
+    image_px = _image_px()
     roots = {
         "train": at(layout.AUGMENTED),
         "val": at(layout.PATCHES),
@@ -56,6 +70,7 @@ def main(backbone: str) -> None:
         "enhance": params_dict(section(params, "enhance", EnhanceConfig)),
         "patches": params_dict(section(params, "patches", PatchesConfig)),
         "patch_px": trained.info["patch_px"],
+        "image_px": image_px,
     }
     save_trained(at(layout.checkpoint(backbone)), trained, config)
     write_history(at(layout.history(backbone)), trained.fit.history)

@@ -202,6 +202,27 @@ def test_predictor_repeats_the_training_preprocessing(models, tmp_path):
     json.dumps(result)  # JSON-ready
 
 
+def test_inputs_of_another_pixel_size_are_brought_to_the_training_scale(models, tmp_path):
+    """A film twice the training films' size gets training crops twice as many pixels."""
+    cv2.imwrite(str(tmp_path / "m.png"), _mammogram())  # long side 512
+    common = (models / f"{BACKBONE}.pt", None, EnhanceConfig(), PatchesConfig())
+    films = Predictor(*common, patch_px=PATCH_PX / 8, image_px=256.0)
+    scaled = films.predict_file(tmp_path / "m.png")
+    assert films.patch_px_for((512, 400)) == PATCH_PX / 4
+    assert scaled["patch_px"] == PATCH_PX / 4
+    assert scaled["training_scale"] == {"patch_px": PATCH_PX / 8, "image_px": 256.0}
+    # the same as a model trained on films of this size, with crops of PATCH_PX / 4
+    same = Predictor(*common, patch_px=PATCH_PX / 4).predict_file(tmp_path / "m.png")
+    for key in ("scale", "working_size", "min_region_px", "regions", "heatmap_max"):
+        assert scaled[key] == same[key], key
+    # without image_px, patch_px is taken in the input's own pixels: twice the scale
+    own = Predictor(*common, patch_px=PATCH_PX / 8).predict_file(tmp_path / "m.png")
+    assert own["patch_px"] == PATCH_PX / 8
+    assert own["scale"]["x"] == pytest.approx(2 * same["scale"]["x"], rel=0.05)  # in 32s
+    with pytest.raises(ValueError, match="image_px must be a positive number"):
+        Predictor(*common, patch_px=PATCH_PX, image_px=0.0)
+
+
 def test_checkpoints_load_as_the_training_code_loads_them(models):
     from mammocad import checkpoint
     from mammocad.predict.networks import _backbone_model
@@ -358,6 +379,17 @@ def test_settings_prefer_checkpoints_then_params(tmp_path):
     empty = {"config": {}, "metrics": {}}
     assert cli.resolve_patch_px(None, empty, manifest) == (120.0, str(manifest))
     assert cli.resolve_patch_px(None, empty, tmp_path / "none.csv") == (128.0, "default")
+    # image_px: none with --patch-px (in the inputs' pixels), then checkpoint, then the
+    # full images' long side in the manifest patch_px came from, then none
+    films = {"config": {"image_px": 768.0}, "metrics": {}}
+    assert cli.resolve_image_px("--patch-px", films, manifest)[0] is None
+    assert cli.resolve_image_px("checkpoint config", films, manifest) == (
+        768.0,
+        "checkpoint config",
+    )
+    assert cli.resolve_image_px(str(manifest), empty, manifest) == (4000.0, str(manifest))
+    assert cli.resolve_image_px("checkpoint config", empty, manifest) == (None, "none")
+    assert cli.resolve_image_px("default", empty, tmp_path / "none.csv") == (None, "none")
 
 
 def test_output_names_disambiguate_clashing_stems():

@@ -46,6 +46,7 @@ from mammocad.cli.predict import (
     _write_skipped,
     expand_inputs,
     output_names,
+    resolve_image_px,
     resolve_patch_px,
     run_predict,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "missing_plots",
     "model_plots",
     "output_names",
+    "resolve_image_px",
     "resolve_patch_px",
     "resolve_section",
     "run_predict",

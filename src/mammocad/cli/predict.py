@@ -90,6 +90,36 @@ def resolve_patch_px(
     return DEFAULT_PATCH_PX, "default"
 
 
+def resolve_image_px(
+    patch_from: str, backbone_info: dict[str, Any], manifest: Path
+) -> tuple[float | None, str]:
+    """The training films' long side: checkpoint, else the manifest ``patch_px`` came from.
+
+    ``None`` where ``--patch-px`` was given (it is in the inputs' own pixels) or nothing
+    records it (a checkpoint from before it was recorded): inputs are then taken at the
+    training images' pixel size.
+    """
+    if patch_from == "--patch-px":
+        return None, "--patch-px (in the inputs' pixels)"
+    for key in ("config", "metrics"):
+        value = _positive(backbone_info[key].get("image_px"))
+        if value is not None:
+            return value, f"checkpoint {key}"
+    if patch_from == str(manifest):  # both training facts from the same manifest
+        from mammocad.experiment import training_image_px
+
+        try:
+            frame = pd.read_csv(manifest, keep_default_na=False)
+            value = _positive(training_image_px(frame))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: cannot read image sizes (%s)", manifest, exc)
+            value = None
+        if value is not None:
+            return value, str(manifest)
+    log.info("no training image size recorded: inputs are taken at the training pixel size")
+    return None, "none"
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -204,7 +234,8 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
         "--patch-px",
         type=float,
         default=None,
-        help="side in image pixels of the training ROI crops (default: from training)",
+        help="side of the training ROI crops in the inputs' own pixels (default: from "
+        "training, scaled by each input's long side against the training films')",
     )
     parser.add_argument(
         "--method", choices=METHODS, default="cam", help="cam (Grad-CAM where needed) or gradcam"
@@ -241,12 +272,16 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
             )
     manifest = layout.at(layout.PATCH_MANIFEST, args.params.parent)
     patch_px, patch_from = resolve_patch_px(args.patch_px, checkpoints[0][1], manifest)
+    image_px, image_from = resolve_image_px(patch_from, checkpoints[0][1], manifest)
     log.info(
-        "settings: enhance from %s, patches from %s, patch_px %.1f from %s",
+        "settings: enhance from %s, patches from %s, patch_px %.1f from %s, "
+        "training image size %s from %s",
         enhance_from,
         patches_from,
         patch_px,
         patch_from,
+        "-" if image_px is None else f"{image_px:.0f}",
+        image_from,
     )
     try:
         return Predictor(
@@ -258,6 +293,7 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
             args.method,
             top_k=args.top_k,
             threshold=args.threshold,
+            image_px=image_px,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
@@ -275,11 +311,12 @@ def _summary(path: Path, result: dict[str, Any], json_path: Path) -> str:
         )
     else:
         weak = result.get("strongest_below_threshold")
+        none = (
+            f"no region of {result['min_region_px']} pixels or more reached the threshold "
+            f"{result['threshold']:.2f}"
+        )
         parts.append(
-            f"no region reached the threshold {result['threshold']:.2f} (strongest: peak "
-            f"{weak['peak']:.3f} at {weak['bbox']})"
-            if weak
-            else "no region reached the threshold"
+            f"{none} (strongest: peak {weak['peak']:.3f} at {weak['bbox']})" if weak else none
         )
     return f"{path}: {', '.join(parts)} -> {json_path}"
 

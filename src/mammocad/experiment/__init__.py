@@ -10,7 +10,12 @@ and :mod:`~mammocad.experiment.evaluation` the test-split metrics.
 """
 
 from mammocad.entries import SHALLOW, backbone_of
-from mammocad.experiment.data import grey_stats, read_split, training_patch_px
+from mammocad.experiment.data import (
+    grey_stats,
+    read_split,
+    training_image_px,
+    training_patch_px,
+)
 from mammocad.experiment.evaluation import evaluate_model
 from mammocad.experiment.params import (
     EvaluateParams,
@@ -43,5 +48,6 @@ __all__ = [
     "save_trained",
     "train_backbone",
     "train_shallow",
+    "training_image_px",
     "training_patch_px",
 ]

@@ -67,3 +67,16 @@ def training_patch_px(frame: pd.DataFrame) -> float:
     if sides.empty:
         return float("nan")
     return float(np.median(sides.astype(float).max(axis=1)))
+
+
+def training_image_px(frame: pd.DataFrame) -> float:
+    """Median long side, in pixels, of the full mammograms in a manifest's ``full`` rows.
+
+    ``mammocad predict`` compares an input's long side with it to bring images of another
+    pixel size (a full-resolution scan for a model trained on down-sized films) to the
+    training scale: mammograms span about the same physical height whatever the scanner.
+    """
+    sides = frame.loc[frame["kind"] == "full", ["source_height", "source_width"]]
+    if sides.empty:
+        return float("nan")
+    return float(np.median(sides.astype(float).max(axis=1)))

@@ -200,7 +200,8 @@ def export_backbone(
             **{k: record[k] for k in ("backbone", "input", "threshold", "opset", "files")},
             "quantization": quant,
             "preprocessing": {
-                k: checkpoint["config"].get(k) for k in ("enhance", "patches", "patch_px")
+                k: checkpoint["config"].get(k)
+                for k in ("enhance", "patches", "patch_px", "image_px")
             },
             "normalisation_in_graph": {"mean": norm["mean"], "std": norm["std"]},
             "checks": checks,

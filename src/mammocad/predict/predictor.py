@@ -74,8 +74,12 @@ class Predictor:
         checkpoint_shallow: the shallow CNN's checkpoint, or ``None`` to skip it.
         enhance: the enhancement chain used in training (paper §3.2).
         patches: the patch and down-sizing settings used in training.
-        patch_px: typical side, in original pixels, of the training ROI crops; images are
-            rescaled by ``patches.image_size / patch_px`` for the patch network.
+        patch_px: typical side, in training-image pixels, of the training ROI crops;
+            images are rescaled by ``patches.image_size / patch_px`` for the patch network.
+        image_px: long side of the training mammograms, or ``None``. Given, an input is
+            taken to span the same physical height as the training films, so its crops
+            are ``patch_px × long side / image_px`` of its own pixels (see
+            :meth:`patch_px_for`); ``None`` takes ``patch_px`` in the input's pixels.
         method: ``cam`` (Grad-CAM where the head needs it) or ``gradcam``.
         top_k: most regions reported.
         threshold: heatmap level a region's pixels reach.
@@ -93,6 +97,7 @@ class Predictor:
         patch_px: float,
         method: Method = "cam",
         *,
+        image_px: float | None = None,
         top_k: int = 3,
         threshold: float = 0.5,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -100,12 +105,14 @@ class Predictor:
     ) -> None:
         if not patch_px > 0 or not math.isfinite(patch_px):
             raise ValueError(f"patch_px must be a positive number, got {patch_px}")
+        if image_px is not None and not (image_px > 0 and math.isfinite(image_px)):
+            raise ValueError(f"image_px must be a positive number, got {image_px}")
         validate(enhance)
         self.enhance, self.patches, self.patch_px = enhance, patches, float(patch_px)
         self.method, self.top_k, self.threshold = method, int(top_k), float(threshold)
         self.max_pixels = int(max_pixels)
         self.tile_pixels = tile_pixels
-        self.min_area_px = max(16, round((self.patch_px / 8) ** 2))
+        self.image_px = None if image_px is None else float(image_px)
         self.checkpoint_backbone = Path(checkpoint_backbone)
         model, ckpt = _backbone_model(self.checkpoint_backbone)
         self.backbone = str(ckpt["backbone"])
@@ -129,12 +136,26 @@ class Predictor:
                 "checkpoint": str(checkpoint_shallow),
             }
         log.info(
-            "predictor: %s (%s), shallow CNN %s, patch_px %.1f",
+            "predictor: %s (%s), shallow CNN %s, patch_px %.1f%s",
             self.backbone,
             method,
             "on" if self.shallow is not None else "off",
             self.patch_px,
+            "" if self.image_px is None else f" of {self.image_px:.0f}-pixel films",
         )
+
+    def patch_px_for(self, shape: tuple[int, ...]) -> float:
+        """The training crop side in an image's own pixels.
+
+        With ``image_px`` known, a mammogram of another pixel size (a full-resolution
+        4,700-pixel scan for a model trained on 768-pixel films) is brought to the training
+        scale: ``patch_px × long side / image_px``. Mammograms span about the same physical
+        height whatever the scanner, so the ratio of long sides stands for the ratio of
+        pixel spacings.
+        """
+        if self.image_px is None:
+            return self.patch_px
+        return self.patch_px * max(shape[:2]) / self.image_px
 
     # ----------------------------------------------------------------- parts
 
@@ -165,7 +186,7 @@ class Predictor:
         if not boxes:
             return []
         h, w = enhanced.shape
-        side = int(round(self.patch_px))
+        side = int(round(self.patch_px_for(enhanced.shape)))
         patches = []
         for x0, y0, x1, y1 in boxes:
             ys = _widen(y0, y1, side, h)
@@ -215,10 +236,12 @@ class Predictor:
             t = lap("shallow", t)
         heatmap, box = self.heatmap(enhanced, breast)
         t = lap("heatmap", t)
-        regions = top_regions(heatmap.values, self.top_k, self.threshold, self.min_area_px)
+        patch_px = self.patch_px_for(image.shape)
+        min_area_px = max(16, round((patch_px / 8) ** 2))
+        regions = top_regions(heatmap.values, self.top_k, self.threshold, min_area_px)
         passed = bool(regions)
         if not passed:
-            # Nothing reached the threshold: the strongest region (pixels at half the
+            # No region large enough reached the threshold: the strongest region (pixels at half the
             # map's maximum or more around it) is still shown, marked as below it, so
             # that a reader sees where the network looked and how weakly.
             top = float(heatmap.values.max())
@@ -244,13 +267,15 @@ class Predictor:
             "backbone": self.backbone,
             "checkpoint": str(self.checkpoint_backbone),
             "method": heatmap.method,
-            "patch_px": self.patch_px,
+            "patch_px": round(patch_px, 3),
+            "training_scale": {"patch_px": self.patch_px, "image_px": self.image_px},
             "working_size": {
                 "height": heatmap.working_shape[0],
                 "width": heatmap.working_shape[1],
             },
             "scale": {"y": heatmap.scale[0], "x": heatmap.scale[1]},
             "threshold": self.threshold,
+            "min_region_px": min_area_px,
             "shallow": shallow,
             "heatmap_max": float(heatmap.values.max()),
             "breast_box": [box[1].start, box[0].start, box[1].stop, box[0].stop],
@@ -268,8 +293,8 @@ class Predictor:
     ) -> tuple[Heatmap, tuple[slice, slice]]:
         """The malignancy heatmap of an enhanced image, computed on its breast only.
 
-        The rescale factor is chosen for the whole image (``input_size / patch_px``,
-        reduced to fit ``max_pixels``), so that it depends on the image's geometry, not on
+        The rescale factor is chosen for the whole image (``input_size / patch_px``, with
+        ``patch_px`` in the image's own pixels, :meth:`patch_px_for`; reduced to fit ``max_pixels``), so that it depends on the image's geometry, not on
         how much background a film has; the network then runs on the breast's bounding
         box widened by half a training patch (as the localize stage does: the heatmap is
         zero outside the breast anyway), in stripes of at most ``tile_pixels``.
@@ -278,11 +303,12 @@ class Predictor:
             The heatmap at the image's full size and the box it was computed in.
         """
         h, w = enhanced.shape
-        scale = self.patches.image_size / self.patch_px
+        patch_px = self.patch_px_for(enhanced.shape)
+        scale = self.patches.image_size / patch_px
         if h * w * scale * scale > self.max_pixels:
             working_shape((h, w), scale, self.max_pixels)  # logs the reduction
             scale = math.sqrt(self.max_pixels / (h * w))
-        box = breast_box(breast, margin=round(self.patch_px / 2))
+        box = breast_box(breast, margin=round(patch_px / 2))
         spec = get_spec(self.backbone)
         method = heatmap_method(self.backbone, self.method)
         # the factor as mammocad.localize.backbone_heatmap forms it from patch_px
@@ -321,12 +347,15 @@ class Predictor:
 
         Returns:
             ``input`` (the path), ``format``, ``image`` (``height``, ``width``),
-            ``backbone``, ``method`` (``cam``/``gradcam``), ``patch_px``, ``working_size``
-            and ``scale`` of the rescaled image, ``shallow`` (``cancer_probability`` of the
+            ``backbone``, ``method`` (``cam``/``gradcam``), ``patch_px`` (the training
+            crop side in this image's pixels, :meth:`patch_px_for`), ``training_scale``
+            (``patch_px`` and ``image_px`` of training), ``working_size`` and ``scale`` of
+            the rescaled image, ``shallow`` (``cancer_probability`` of the
             shallow CNN, ``flipped``; ``None`` without its checkpoint), ``regions`` (by
             rank: ``bbox`` ``[x0, y0, x1, y1]`` in original pixels with ``x1``/``y1``
             exclusive, ``peak`` heatmap value, ``malignancy_probability`` of the patch
-            network on the region, ``area_px``; empty when none reached ``threshold``),
+            network on the region, ``area_px``; empty when no region of ``min_region_px``
+            pixels or more (``(patch_px / 8)²``, at least 16) reached ``threshold``),
             ``passed_threshold``, ``strongest_below_threshold`` (the strongest region, in
             the same form, when none passed; else ``None``), ``breast_box`` (where the
             heatmap was computed) and ``timings_s``.
@@ -346,8 +375,8 @@ class Predictor:
         note = None
         if not prediction.passed:
             note = (
-                f"no region reached the threshold {self.threshold:.2f} "
-                f"(heatmap max {result['heatmap_max']:.2f})"
+                f"no region of {result['min_region_px']} px or more reached the threshold "
+                f"{self.threshold:.2f} (heatmap max {result['heatmap_max']:.2f})"
             )
         render_overlay(
             prediction.image,
