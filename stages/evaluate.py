@@ -1,4 +1,5 @@
-"""Stage ``evaluate@<backbone>``: test-split metrics, curves and the MLflow run (§4.1)."""
+"""Stage ``evaluate@<backbone>``: test-split metrics and curves (§4.1); ``track`` logs them
+to MLflow."""
 
 from __future__ import annotations
 
@@ -10,22 +11,17 @@ from mammocad.checkpoint import load_trained_backbone
 from mammocad.experiment import (
     EvaluateParams,
     evaluate_model,
-    params_dict,
     read_split,
 )
 from mammocad.inference import build_architecture
 from mammocad.io import write_json
 from mammocad.layout import at
-from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.models.data import ImageSet, label_malignant
 from mammocad.plots import write_confusion, write_curve
 from mammocad.timing import read_metrics, write_metrics
-from mammocad.tracking import log_run
 from stages.common import (
     ROOT,
     load_params,
-    mlflow_champion,
-    mlflow_settings,
     run_stage,
     scalar,
     section,
@@ -77,31 +73,6 @@ def main(backbone: str) -> None:
         [row["prob"] for row in predictions],
         result["threshold"],
         CLASSES,
-    )
-    uri, experiment = mlflow_settings(params)
-    # the model's input example: the first test patch, grey in [0, 1] as deployments get it
-    grey = sets["test"].normalised([0.0] * 3, [1.0] * 3).get_batch([0])[0][:, :1]
-    champion = mlflow_champion(params) == backbone
-    log_run(
-        uri,
-        experiment,
-        backbone,
-        params={
-            "finetune": train_info["config"]["finetune"],
-            "evaluate": params_dict(cfg),
-            "seed": seed,
-            "init": train_info["init"],
-            "backbone": backbone,
-        },
-        metrics={
-            **result,
-            "train": {k: v for k, v in train_info.items() if k not in ("config", "history")},
-        },
-        history=train_info["history"],
-        artifacts=[at(layout.roc_curve(backbone))],
-        tags={"stage": "evaluate", "model": backbone, "init": train_info["init"]},
-        artifact_root=at(layout.MLFLOW_ARTIFACTS),
-        model=ModelSpec(ckpt_path, grey.numpy(), registered_name(backbone) if champion else None),
     )
     t = result["test"]
     log.info(

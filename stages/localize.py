@@ -22,7 +22,7 @@ import torch
 from mammocad import layout
 from mammocad.checkpoint import load_trained_backbone
 from mammocad.entries import SHALLOW
-from mammocad.experiment import EvaluateParams, params_dict
+from mammocad.experiment import EvaluateParams
 from mammocad.inference import build_architecture, fuse_for_inference
 from mammocad.io import write_csv, write_json
 from mammocad.layout import at
@@ -37,8 +37,7 @@ from mammocad.system import (
     shallow_probabilities,
 )
 from mammocad.timing import write_metrics
-from mammocad.tracking import log_run
-from stages.common import ROOT, load_params, mlflow_settings, run_stage, scalar, section, start
+from stages.common import ROOT, load_params, run_stage, scalar, section, start
 
 log = logging.getLogger("stages.localize")
 
@@ -120,22 +119,6 @@ def main() -> None:
         curves.append(at(layout.froc_curve(name)))
         write_csv(curves[-1], pd.DataFrame(curve.rows()))
 
-    uri, experiment = mlflow_settings(params)
-    log_run(
-        uri,
-        experiment,
-        f"localize-{cfg.backbone}",
-        params={
-            "localize": params_dict(cfg),
-            "seed": seed,
-            "init": metrics["init"],
-            "shallow.positive": positive,
-        },
-        metrics={**metrics, "system": system.metrics},
-        artifacts=[*sorted(shown.glob("*.png")), *curves],
-        tags={"stage": "localize", "model": cfg.backbone},
-        artifact_root=at(layout.MLFLOW_ARTIFACTS),
-    )
     auc, froc = system.metrics["auc"], system.metrics["froc"]["patch_network"]
     log.info(
         "localize (%s, %d images, %d with lesions): hit rate %.3f, shallow CNN's map %.3f "

@@ -1,7 +1,8 @@
 """Stage ``train_shallow``: the shallow CNN, full mammogram → normal vs cancerous (Fig. 2).
 
 Runs unchanged under ``torchrun --nproc_per_node N -m stages.train_shallow``: every rank
-trains, rank 0 alone evaluates and writes the checkpoint, metrics and MLflow run.
+trains, rank 0 alone evaluates and writes the checkpoint and metrics (``track`` logs them to
+MLflow).
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ from mammocad.experiment import (
     train_shallow,
 )
 from mammocad.layout import at
-from mammocad.mlflow_models import ModelSpec, registered_name
 from mammocad.patches import PatchesConfig
 from mammocad.plots import write_confusion, write_curve, write_history
 from mammocad.timing import write_metrics
-from mammocad.tracking import log_run
 from stages.common import (
     ROOT,
     load_params,
-    mlflow_settings,
     run_stage,
     scalar,
     section,
@@ -86,28 +84,6 @@ def main() -> None:
     )
     metrics = {"train": trained.info, **result}
     write_metrics(at(layout.SHALLOW_METRICS), metrics, ROOT)
-    uri, experiment = mlflow_settings(params)
-    log_run(
-        uri,
-        experiment,
-        SHALLOW,
-        params={
-            "shallow": params_dict(cfg),
-            "evaluate": params_dict(eval_cfg),
-            "seed": seed,
-            "init": "scratch",
-        },
-        metrics=metrics,
-        history=trained.fit.history,
-        tags={"stage": "train_shallow", "model": SHALLOW},
-        artifact_root=at(layout.MLFLOW_ARTIFACTS),
-        # input example: the first test mammogram, grey in [0, 1] as deployments get it
-        model=ModelSpec(
-            ckpt,
-            trained.sets["test"].normalised([0.0], [1.0]).get_batch([0])[0].numpy(),
-            registered_name(SHALLOW),
-        ),
-    )
     log.info(
         "shallow CNN: test accuracy %.3f, AUC %s",
         result["test"]["accuracy"],

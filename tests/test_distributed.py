@@ -386,13 +386,6 @@ def test_train_shallow_under_torchrun(tiny):
     ckpt = torch.load(tiny / "models/shallow_cnn.pt", weights_only=True)
     assert ckpt["metrics"]["world_size"] == 2
 
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tiny / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("mammocad")
-    runs = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_name for r in runs] == ["shallow_cnn"]
-    assert runs[0].data.metrics["train.world_size"] == 2
-    steps = client.get_metric_history(runs[0].info.run_id, "epoch.train_loss")
-    assert len(steps) == info["epochs_run"]
+    # training logs nothing to MLflow (the track stage does): no store, no rank writing it
+    assert not (tiny / "mlflow.db").exists()
     _no_temporaries(tiny)

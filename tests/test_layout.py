@@ -29,7 +29,8 @@ def _declared(name: str) -> tuple[set[str], set[str], set[str]]:
     def fill(paths: list) -> set[str]:
         return {re.sub(r"\$\{[^}]+\}", ENTRY, _path(p)) for p in paths or []}
 
-    deps = {p for p in fill(spec.get("deps")) if p.startswith(DATA_PREFIXES)}
+    tops = {prefix.rstrip("/") for prefix in DATA_PREFIXES}  # a whole folder, e.g. models
+    deps = {p for p in fill(spec.get("deps")) if p.startswith(DATA_PREFIXES) or p in tops}
     return deps, fill(spec.get("outs")), fill(spec.get("metrics"))
 
 

@@ -259,3 +259,35 @@ def test_requirement_check_skips_the_package_index_and_still_warns(monkeypatch):
     with _modules_of(wanted):
         assert reqs._MODULES_TO_PACKAGES is filled
     assert reqs._MODULES_TO_PACKAGES is filled
+
+
+def test_an_unchanged_model_is_not_logged_again_and_gets_the_champion_back(tmp_path):
+    import mlflow
+
+    from mammocad.tracking import RunSpec, log_runs
+
+    name = registered_name("shallow_cnn")
+    config = {
+        "input": {"channels": 1, "mean": [0.3], "std": [0.2]},
+        "shallow": {"positive": "abnormal", "channels": [4, 8], "dropout": 0.3},
+        "patches": to_dict(PatchesConfig(image_size=IMAGE_SIZE)),
+    }
+    specs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"shallow_{seed}.pt"
+        save_checkpoint(
+            path, ShallowCNN(ShallowConfig(channels=(4, 8))), "shallow_cnn", config, 1, {}
+        )
+        spec = RunSpec("shallow_cnn", {"seed": seed}, {"test": {"accuracy": 0.5}})
+        spec.model = ModelSpec(path, register_as=name)
+        specs.append(spec)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert log_runs(uri, "mammocad", specs) == {"shallow_cnn": True}
+    client = mlflow.MlflowClient(uri)
+    assert int(client.get_model_version_by_alias(name, CHAMPION).version) == 2
+    # the first model again (e.g. a change undone): its run is found, the alias moves back
+    assert log_runs(uri, "mammocad", specs[:1]) == {"shallow_cnn": False}
+    first = client.get_model_version_by_alias(name, CHAMPION)
+    assert int(first.version) == 1 and client.get_run(first.run_id).data.params["seed"] == "0"
+    assert len(client.search_runs([client.get_experiment_by_name("mammocad").experiment_id])) == 2

@@ -40,3 +40,37 @@ def test_log_run_roundtrip(tmp_path):
     series = client.get_metric_history(run_id, "epoch.val_auc")
     assert [(m.step, m.value) for m in series] == [(1, 0.6), (2, 0.7)]
     assert [a.path for a in client.list_artifacts(run_id)] == ["model.pt"]
+
+
+def test_log_runs_skips_what_the_store_holds(tmp_path):
+    import mlflow
+
+    from mammocad.tracking import FINGERPRINT_TAG, RunSpec, log_runs
+
+    curve = tmp_path / "roc.csv"
+    curve.write_text("fpr,tpr\n0,0\n1,1\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def spec(auc: float, latency: float) -> RunSpec:
+        return RunSpec(
+            name="mobilenet_v2",
+            params={"seed": 42},
+            metrics={"test": {"roc_auc": auc}, "latency": {"median_ms": latency}},
+            history=[{"epoch": 1, "val_auc": 0.6, "seconds": latency}],
+            artifacts=[curve],
+        )
+
+    first = spec(0.8, 12.0)
+    assert log_runs(uri, "exp", [first]) == {"mobilenet_v2": True}
+    # the same science with other timings: the same record, not logged again
+    assert spec(0.8, 99.0).fingerprint() == first.fingerprint()
+    assert log_runs(uri, "exp", [spec(0.8, 99.0)]) == {"mobilenet_v2": False}
+    # another metric, or another artifact content, is a new run
+    assert log_runs(uri, "exp", [spec(0.7, 12.0)]) == {"mobilenet_v2": True}
+    curve.write_text("fpr,tpr\n0,0\n0,1\n1,1\n")
+    assert log_runs(uri, "exp", [first]) == {"mobilenet_v2": True}
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert len(runs) == 3
+    assert len({r.data.tags[FINGERPRINT_TAG] for r in runs}) == 3
+    assert sorted(r.data.metrics["latency.median_ms"] for r in runs) == [12.0, 12.0, 12.0]

@@ -71,12 +71,18 @@ DEPLOYMENT_FIGURE = "reports/deployment.png"
 
 #: The MLflow store's artifact folder (runs' files and logged models); not a DVC output.
 MLFLOW_ARTIFACTS = "mlartifacts"
+#: The runs the track stage logged, with their fingerprints (DVC's cache, not Git).
+MLFLOW_RUNS = "metrics/mlflow_runs.json"
 
 
 # --- per entry -----------------------------------------------------------------------------
+#: Checkpoints and deployment files.
+MODELS = "models"
+
+
 def checkpoint(entry: str) -> str:
     """The trained model of an entry (or of :data:`SHALLOW`)."""
-    return f"models/{entry}.pt"
+    return f"{MODELS}/{entry}.pt"
 
 
 def export_folder(entry: str) -> str:
@@ -195,6 +201,23 @@ def stage_files(stage: str, entry: str = "") -> StageFiles:
                 FROC_FIGURE,
             ),
             (EXPORT_SUMMARY, REFERENCE),
+        ),
+        "track": StageFiles(
+            (
+                MODELS,
+                TRAIN_DIR,
+                EVAL_DIR,
+                ROC_DIR,
+                SHALLOW_METRICS,
+                history(SHALLOW),
+                LOCALIZE_METRICS,
+                SYSTEM_METRICS,
+                REPORT_OVERLAYS,
+                FROC_DIR,
+                TEST_TABLE,
+                PATCHES,
+            ),
+            (MLFLOW_RUNS,),
         ),
     }
     return table[stage]

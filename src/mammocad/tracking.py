@@ -1,18 +1,22 @@
 """MLflow logging: one run per trained model with params, counts, curves and the model.
 
 DVC owns the pipeline and its metrics files; MLflow is the browsable record of every run
-(``mlflow ui --backend-store-uri sqlite:///mlflow.db``). A run is written in one go after a
-stage has its results, so a crashed stage never leaves a half-logged run behind. The model
-is logged as an MLflow 3 model of the run (:mod:`mammocad.mlflow_models`) and, where asked,
-registered with the alias ``champion``.
+(``mlflow ui --backend-store-uri sqlite:///mlflow.db``). The ``track`` stage writes every
+run from the stages' files in one process (:func:`log_runs`); a run is written in one go,
+so a crashed stage never leaves a half-logged run behind. The model is logged as an
+MLflow 3 model of the run (:mod:`mammocad.mlflow_models`) and, where asked, registered
+with the alias ``champion``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: MLflow param values are capped at this many characters.
 _MAX_PARAM = 6000
+#: Tag holding a run's fingerprint (:meth:`RunSpec.fingerprint`).
+FINGERPRINT_TAG = "mammocad.fingerprint"
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -49,6 +55,116 @@ def _quiet() -> None:
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class RunSpec:
+    """One MLflow run to log (the arguments of :func:`log_run` after the store's)."""
+
+    name: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    history: Sequence[Mapping[str, Any]] = ()
+    artifacts: Sequence[str | os.PathLike] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    model: Any = None
+
+    def fingerprint(self) -> str:
+        """A hash of what the run records, timings aside: name, params, the metrics' and
+        history's science (:func:`mammocad.timing.split_timing`), tags, and the contents
+        of the artifacts and the model's checkpoint. Equal for an identical rerun."""
+        from mammocad.timing import split_timing
+
+        files = [Path(p) for p in self.artifacts]
+        if self.model is not None:
+            files.append(Path(self.model.checkpoint))
+        record = {
+            "name": self.name,
+            "params": self.params,
+            "metrics": split_timing(dict(self.metrics))[0],
+            "history": split_timing(list(self.history))[0],
+            "tags": dict(self.tags),
+            "files": [[p.name, _sha256(p) if p.is_file() else None] for p in files],
+            "registered": getattr(self.model, "register_as", None),
+        }
+        text = json.dumps(record, sort_keys=True, default=str, allow_nan=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _logged_before(client: Any, exp_id: str, spec: RunSpec, fingerprint: str) -> str | None:
+    """The id of a finished run of the experiment with this fingerprint, if any, whose
+    registered model (where the spec registers one) still has a version of that run."""
+    found = client.search_runs(
+        [exp_id],
+        f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    name = getattr(spec.model, "register_as", None)
+    if name:
+        from mammocad.mlflow_models import CHAMPION
+
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        client.set_registered_model_alias(name, CHAMPION, newest.version)
+    return run_id
+
+
+def log_runs(
+    tracking_uri: str,
+    experiment: str,
+    runs: Iterable[RunSpec],
+    artifact_root: str | os.PathLike | None = None,
+) -> dict[str, bool]:
+    """Logs runs in one process, skipping those the store already holds.
+
+    A run whose fingerprint (:meth:`RunSpec.fingerprint`) tags a finished run of the
+    experiment is not logged again; where it registers a model, the ``champion`` alias
+    is moved back to that run's version.
+
+    Returns:
+        Run name → whether it was logged now (``False``: found in the store).
+    """
+    _quiet()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    done: dict[str, bool] = {}
+    for spec in runs:
+        fingerprint = spec.fingerprint()
+        exp = client.get_experiment_by_name(experiment)
+        old = _logged_before(client, exp.experiment_id, spec, fingerprint) if exp else None
+        if old is not None:
+            log.info("%s: the store holds this run already (%s)", spec.name, old)
+            done[spec.name] = False
+            continue
+        log_run(
+            tracking_uri,
+            experiment,
+            spec.name,
+            spec.params,
+            spec.metrics,
+            spec.history,
+            spec.artifacts,
+            {**spec.tags, FINGERPRINT_TAG: fingerprint},
+            artifact_root,
+            spec.model,
+        )
+        done[spec.name] = True
+    return done
 
 
 def log_run(
