@@ -184,8 +184,13 @@ def _predict(out: Path, image: Path, *source: str) -> dict:
 def test_predict_from_the_registry_equals_predict_from_the_folder(
     store, client, tmp_path, monkeypatch, capsys
 ):
+    import tempfile
+
     monkeypatch.chdir(tmp_path)  # no params.yaml, no mlflow.db here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    downloads = tmp_path / "tmp"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), _mammogram())
     folder = ["--models", str(store["models"]), "--backbone", BACKBONE]
@@ -195,6 +200,8 @@ def test_predict_from_the_registry_equals_predict_from_the_folder(
     assert capsys.readouterr().err == ""  # no download progress bars
     assert from_registry["shallow"] is not None  # the shallow CNN's champion came along
     assert from_registry == from_folder
+    # the download is removed when the command returns (`mammocad` exits without teardown)
+    assert not [p for p in downloads.iterdir() if p.name.startswith("mammocad-model-")]
 
     # without the alias the URI no longer resolves: one line naming it, exit status 1
     version = client.get_model_version_by_alias(NAME, CHAMPION).version

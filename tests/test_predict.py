@@ -30,6 +30,7 @@ from mammocad.predict import NotAMammogram, Predictor, load_image, stripe_pixels
 from mammocad.predict.geometry import _widen
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+SRC = Path(__file__).resolve().parents[1] / "src"
 BACKBONE = "mobilenet_v2"
 #: Large training crops keep the rescaled full-size mammogram small, so the tests stay fast.
 PATCH_PX = 896.0
@@ -338,6 +339,31 @@ def test_cli_processes_a_mixed_folder(models, in_tmp, capsys):
     if real is not None:
         assert json.loads((out / "1-280.json").read_text())["format"] == "dicom"
     assert (out / "a__b__1-1_overlay.png").is_file()
+
+
+def test_the_command_exits_fast_with_its_status_and_its_output_complete(models, tmp_path):
+    """`python -m mammocad.cli` (and the `mammocad` script) skip the interpreter's teardown:
+    the status, the streams and the files must still all be there."""
+    import subprocess
+    import sys
+
+    good, bad = tmp_path / "m.png", tmp_path / "colour.png"
+    cv2.imwrite(str(good), _mammogram())
+    _colour_png(bad)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (SRC, *sys.path[:1])))}
+    for inputs, status in (([good], 0), ([good, bad], 0), ([bad], 2)):
+        out = tmp_path / f"out{status}{len(inputs)}"
+        cmd = [sys.executable, "-m", "mammocad.cli", "predict", *map(str, inputs)]
+        cmd += ["--out", str(out), "--models", str(models), "--backbone", BACKBONE]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == status, proc.stderr
+        if good in inputs:
+            assert "cancer probability" in proc.stdout
+            assert json.loads((out / "m.json").read_text())["regions"]
+            assert cv2.imread(str(out / "m_overlay.png")) is not None
+        if bad in inputs:
+            assert "colour image" in proc.stderr
+            assert "colour.png,not a greyscale" in (out / "skipped.csv").read_text()
 
 
 def test_cli_exit_codes_for_empty_inputs_and_missing_models(models, in_tmp, capsys):

@@ -1,7 +1,5 @@
 """``python -m mammocad.cli``: the ``mammocad`` command."""
 
-import sys
+from mammocad.cli import run
 
-from mammocad.cli import main
-
-sys.exit(main())
+run()

@@ -346,6 +346,15 @@ def _write_skipped(path: Path, rows: list[dict[str, str]]) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``mammocad predict`` (see the module notes)."""
+    try:
+        return _predict_files(args)
+    finally:  # the --model download, removed here rather than at interpreter exit
+        download = getattr(args, "model_dir", None)
+        if download is not None:
+            download.cleanup()
+
+
+def _predict_files(args: argparse.Namespace) -> int:
     if args.model is not None:
         args.models, args.backbone = _fetch_model(args)
     backbone_ckpt = args.models / f"{args.backbone}.pt"
