@@ -268,7 +268,7 @@ def test_requirement_check_skips_the_package_index_and_still_warns(monkeypatch):
     assert reqs._MODULES_TO_PACKAGES is filled
 
 
-def test_an_unchanged_model_is_not_logged_again_and_gets_the_champion_back(tmp_path):
+def test_an_unchanged_model_is_not_logged_again_and_the_champion_stays(tmp_path):
     import mlflow
 
     from mammocad.tracking import RunSpec, log_runs
@@ -283,18 +283,26 @@ def test_an_unchanged_model_is_not_logged_again_and_gets_the_champion_back(tmp_p
     for seed in (0, 1):
         torch.manual_seed(seed)
         path = tmp_path / f"shallow_{seed}.pt"
-        save_checkpoint(
-            path, ShallowCNN(ShallowConfig(channels=(4, 8))), "shallow_cnn", config, 1, {}
-        )
+        shallow = ShallowCNN(ShallowConfig(channels=(4, 8)))
+        save_checkpoint(path, shallow, "shallow_cnn", config, 1, {})
         spec = RunSpec("shallow_cnn", {"seed": seed}, {"test": {"accuracy": 0.5}})
         spec.model = ModelSpec(path, register_as=name)
         specs.append(spec)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert log_runs(uri, "mammocad", specs) == {"shallow_cnn": True}
+
+    def logged(spec: RunSpec) -> bool:
+        return log_runs(uri, "mammocad", [spec])["shallow_cnn"][1]
+
+    assert logged(specs[0]) and logged(specs[1])
     client = mlflow.MlflowClient(uri)
     assert int(client.get_model_version_by_alias(name, CHAMPION).version) == 2
-    # the first model again (e.g. a change undone): its run is found, the alias moves back
-    assert log_runs(uri, "mammocad", specs[:1]) == {"shallow_cnn": False}
+    # the first model again (e.g. a change undone): its run is found, not logged again,
+    # and the alias, perhaps placed by hand, stays where it is
+    assert not logged(specs[0])
+    assert int(client.get_model_version_by_alias(name, CHAMPION).version) == 2
+    # with the alias gone, the found run's version gets it
+    client.delete_registered_model_alias(name, CHAMPION)
+    assert not logged(specs[0])
     first = client.get_model_version_by_alias(name, CHAMPION)
     assert int(first.version) == 1 and client.get_run(first.run_id).data.params["seed"] == "0"
     assert len(client.search_runs([client.get_experiment_by_name("mammocad").experiment_id])) == 2

@@ -101,7 +101,11 @@ class RunSpec:
 
 def _logged_before(client: Any, exp_id: str, spec: RunSpec, fingerprint: str) -> str | None:
     """The id of a finished run of the experiment with this fingerprint, if any, whose
-    registered model (where the spec registers one) still has a version of that run."""
+    registered model (where the spec registers one) still has a version of that run.
+
+    Where the registered model has no ``champion`` alias (deleted by hand), it is given to
+    that run's newest version; an alias that is set, perhaps moved there by hand, stays.
+    """
     found = client.search_runs(
         [exp_id],
         f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' and attributes.status = 'FINISHED'",
@@ -117,8 +121,9 @@ def _logged_before(client: Any, exp_id: str, spec: RunSpec, fingerprint: str) ->
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
         if not versions:
             return None
-        newest = max(versions, key=lambda v: int(v.version))
-        client.set_registered_model_alias(name, CHAMPION, newest.version)
+        if CHAMPION not in (client.get_registered_model(name).aliases or {}):
+            newest = max(versions, key=lambda v: int(v.version))
+            client.set_registered_model_alias(name, CHAMPION, newest.version)
     return run_id
 
 
@@ -127,29 +132,28 @@ def log_runs(
     experiment: str,
     runs: Iterable[RunSpec],
     artifact_root: str | os.PathLike | None = None,
-) -> dict[str, bool]:
+) -> dict[str, tuple[str, bool]]:
     """Logs runs in one process, skipping those the store already holds.
 
     A run whose fingerprint (:meth:`RunSpec.fingerprint`) tags a finished run of the
-    experiment is not logged again; where it registers a model, the ``champion`` alias
-    is moved back to that run's version.
+    experiment is not logged again (see :func:`_logged_before` for its alias).
 
     Returns:
-        Run name → whether it was logged now (``False``: found in the store).
+        Run name → ``(fingerprint, logged now)``; ``False``: found in the store.
     """
     _quiet()
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    done: dict[str, bool] = {}
+    done: dict[str, tuple[str, bool]] = {}
     for spec in runs:
         fingerprint = spec.fingerprint()
         exp = client.get_experiment_by_name(experiment)
         old = _logged_before(client, exp.experiment_id, spec, fingerprint) if exp else None
         if old is not None:
             log.info("%s: the store holds this run already (%s)", spec.name, old)
-            done[spec.name] = False
+            done[spec.name] = (fingerprint, False)
             continue
         log_run(
             tracking_uri,
@@ -163,7 +167,7 @@ def log_runs(
             artifact_root,
             spec.model,
         )
-        done[spec.name] = True
+        done[spec.name] = (fingerprint, True)
     return done
 
 

@@ -15,7 +15,9 @@ The preprocessing must be the one the models were trained with. It is read, in t
 of preference, from the checkpoints' stored config, from ``params.yaml`` (``--params``;
 this command line is not library code and may read it), or the defaults. The training
 patch scale ``patch_px`` comes from ``--patch-px``, the backbone checkpoint, the median
-ROI crop side of ``data/patches/manifest.csv`` beside the params file, or 128.
+ROI crop side of ``data/patches/manifest.csv`` beside the params file, or 128; the training
+films' long side ``image_px`` from the checkpoint (or that same manifest), and an input's
+crop side is then ``patch_px`` scaled by its long side against ``image_px``.
 
 Exit status: 0 when at least one image was processed and none failed, 2 when every input
 was refused (or none was found), 1 for a usage or model error or an image that failed.
@@ -125,9 +127,12 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     with its traceback.
     """
     code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+    except OSError:  # a closed pipe (`mammocad predict ... | head`): nothing left to say
+        pass
     os._exit(code)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -64,7 +65,7 @@ def _plan(
     n_full = n_roi = n_image_level = 0
     # plain records grouped in first-appearance order: per-group DataFrame operations cost
     # seconds on a few hundred images
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for row in table.to_dict("records"):
         groups.setdefault(row["image_id"], []).append(row)
     for image_id, rows in groups.items():
@@ -73,7 +74,7 @@ def _plan(
         if len(series_uids) > 1:
             log.warning("%s: rows name %d full-image series", image_id, len(series_uids))
         full_uid = series_uids[0]
-        findings: dict[object, dict] = {}  # one row per abnormality, the first
+        findings: dict[str, dict[str, Any]] = {}  # one row per abnormality, the first
         for row in rows:
             if row["category"] != "normal":
                 findings.setdefault(row["abnormality_id"], row)

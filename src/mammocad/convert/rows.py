@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ def _max_numeric(values: Iterable[str]) -> str:
     return max(numbers, key=int) if numbers else ""
 
 
-def _roi_id(row: pd.Series | dict) -> str:
+def _roi_id(row: Mapping[str, Any]) -> str:
     return row["roi_id"] or f"{row['image_id']}_{row['abnormality_id']}"
 
 
@@ -65,7 +65,7 @@ def _full_row(
     }
 
 
-def _roi_row(row: pd.Series | dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+def _roi_row(row: Mapping[str, Any], written: dict[str, Any]) -> dict[str, Any]:
     out = {
         "image_id": written["roi_id"],
         "kind": "roi",

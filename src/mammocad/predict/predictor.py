@@ -241,9 +241,9 @@ class Predictor:
         regions = top_regions(heatmap.values, self.top_k, self.threshold, min_area_px)
         passed = bool(regions)
         if not passed:
-            # No region large enough reached the threshold: the strongest region (pixels at half the
-            # map's maximum or more around it) is still shown, marked as below it, so
-            # that a reader sees where the network looked and how weakly.
+            # No region large enough reached the threshold: the strongest region (pixels
+            # at half the map's maximum or more around it) is still shown, marked as below
+            # it, so that a reader sees where the network looked and how weakly.
             top = float(heatmap.values.max())
             if top > 0:
                 regions = top_regions(heatmap.values, 1, top / 2, 1)
@@ -294,8 +294,9 @@ class Predictor:
         """The malignancy heatmap of an enhanced image, computed on its breast only.
 
         The rescale factor is chosen for the whole image (``input_size / patch_px``, with
-        ``patch_px`` in the image's own pixels, :meth:`patch_px_for`; reduced to fit ``max_pixels``), so that it depends on the image's geometry, not on
-        how much background a film has; the network then runs on the breast's bounding
+        ``patch_px`` in the image's own pixels, :meth:`patch_px_for`; reduced to fit
+        ``max_pixels``), so that it depends on the image's geometry, not on how much
+        background a film has; the network then runs on the breast's bounding
         box widened by half a training patch (as the localize stage does: the heatmap is
         zero outside the breast anyway), in stripes of at most ``tile_pixels``.
 
