@@ -364,6 +364,20 @@ def test_the_command_exits_fast_with_its_status_and_its_output_complete(models, 
         if bad in inputs:
             assert "colour image" in proc.stderr
             assert "colour.png,not a greyscale" in (out / "skipped.csv").read_text()
+    # a reader that goes away (`| head`) stops neither the work nor the exit status
+    second = tmp_path / "second.png"
+    cv2.imwrite(str(second), _mammogram(seed=1))
+    out = tmp_path / "piped"
+    cmd = [sys.executable, "-m", "mammocad.cli", "predict", str(good), str(second)]
+    cmd += ["--out", str(out), "--models", str(models), "--backbone", BACKBONE]
+    unbuffered = {**env, "PYTHONUNBUFFERED": "1"}  # each line meets the closed pipe at once
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=unbuffered, text=True
+    )
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert "Traceback" not in proc.stderr.read()
+    assert {p.name for p in out.glob("*.json")} == {"m.json", "second.json"}
 
 
 def test_cli_exit_codes_for_empty_inputs_and_missing_models(models, in_tmp, capsys):

@@ -344,6 +344,19 @@ def _write_skipped(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def _say(line: str) -> None:
+    """One line on stdout. A reader that went away (``mammocad predict ... | head``) does
+    not stop the work: the rest of the output goes to the null device, and every image is
+    still predicted and written."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``mammocad predict`` (see the module notes)."""
     try:
@@ -404,7 +417,7 @@ def _predict_files(args: argparse.Namespace) -> int:
             failed += 1
             continue
         processed += 1
-        sys.stdout.write(_summary(path, prediction.result, json_path) + "\n")
+        _say(_summary(path, prediction.result, json_path))
     if files or others:
         _write_skipped(args.out / "skipped.csv", skipped)
     if not files:
