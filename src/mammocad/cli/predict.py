@@ -58,6 +58,22 @@ def _positive(value: Any) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
+def _from_manifest(manifest: Path, measure: str, what: str) -> float | None:
+    """A training fact measured on the patches manifest by ``mammocad.experiment.<measure>``,
+    or ``None`` where the manifest is missing or unreadable (the latter with a warning)."""
+    if not manifest.is_file():
+        return None
+    # imported here: the training modules are needed only for this fallback
+    from mammocad import experiment
+
+    try:
+        frame = pd.read_csv(manifest, keep_default_na=False)
+        return _positive(getattr(experiment, measure)(frame))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("%s: cannot read %s (%s)", manifest, what, exc)
+        return None
+
+
 def resolve_patch_px(
     given: float | None, backbone_info: dict[str, Any], manifest: Path
 ) -> tuple[float, str]:
@@ -70,18 +86,9 @@ def resolve_patch_px(
         value = _positive(backbone_info[key].get("patch_px"))
         if value is not None:
             return value, f"checkpoint {key}"
-    if manifest.is_file():
-        # imported here: the training modules are needed only for this fallback
-        from mammocad.experiment import training_patch_px
-
-        try:
-            frame = pd.read_csv(manifest, keep_default_na=False)
-            value = _positive(training_patch_px(frame))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: cannot read ROI sizes (%s)", manifest, exc)
-            value = None
-        if value is not None:
-            return value, str(manifest)
+    value = _from_manifest(manifest, "training_patch_px", "ROI sizes")
+    if value is not None:
+        return value, str(manifest)
     log.warning(
         "no training patch scale in the checkpoint or %s; using patch_px %.0f",
         manifest,
@@ -106,14 +113,7 @@ def resolve_image_px(
         if value is not None:
             return value, f"checkpoint {key}"
     if patch_from == str(manifest):  # both training facts from the same manifest
-        from mammocad.experiment import training_image_px
-
-        try:
-            frame = pd.read_csv(manifest, keep_default_na=False)
-            value = _positive(training_image_px(frame))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: cannot read image sizes (%s)", manifest, exc)
-            value = None
+        value = _from_manifest(manifest, "training_image_px", "image sizes")
         if value is not None:
             return value, str(manifest)
     log.info("no training image size recorded: inputs are taken at the training pixel size")
