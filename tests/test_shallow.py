@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mammocad.models import ShallowCNN, ShallowConfig, get_module
 
@@ -74,3 +78,30 @@ def test_overfits_tiny_set():
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert acc == 1.0
+
+
+def test_relu_after_pooling_matches_relu_before_it_exactly():
+    """The block pools before its ReLU: outputs and every gradient equal the textbook order's."""
+    torch.manual_seed(0)
+    model = ShallowCNN(ShallowConfig(channels=(4, 8), pooling="max"))
+    assert list(model.features.block0._modules) == ["conv", "bn", "pool", "relu"]
+    textbook = copy.deepcopy(model)
+    for block in textbook.features:
+        block._modules = OrderedDict(
+            (name, block._modules[name]) for name in ("conv", "bn", "relu", "pool")
+        )
+    x = torch.randn(3, 1, 32, 24)
+    y = torch.tensor([0, 1, 1])
+    grads = []
+    for net in (model, textbook):
+        net.train()
+        torch.manual_seed(1)  # the same dropout mask
+        out = net(x)
+        nn.functional.cross_entropy(out, y).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    (out_a, grad_a), (out_b, grad_b) = grads
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grad_a, grad_b, strict=True))
+    # the reordering matters only if some pooled windows hold negative values
+    pre_relu = model.features.block0.pool(model.features.block0.bn(model.features.block0.conv(x)))
+    assert (pre_relu < 0).any()
