@@ -10,6 +10,8 @@ import logging
 import math
 import sys
 
+import pandas as pd
+
 from mammocad import layout
 from mammocad.config import ConfigError
 from mammocad.distributed import session
@@ -32,14 +34,20 @@ log = logging.getLogger("stages.finetune")
 
 
 def _image_px() -> float | None:
-    """The training films' long side, against which `mammocad predict` scales other images."""
-    try:
-        full = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "full")["train"]
-    except ValueError as exc:  # a split without full images: predict keeps pixel sizes
-        log.warning("%s; checkpoints record no training image size", exc)
+    """The training films' long side, against which `mammocad predict` scales other images.
+
+    Read from the training rows alone: a split whose val or test patients have ROI crops
+    but no full mammograms still has a training scale.
+    """
+    train = pd.read_csv(at(layout.AUGMENTED) / "train.csv", keep_default_na=False)
+    value = training_image_px(train)
+    if not math.isfinite(value):
+        log.warning(
+            "the training split holds no full mammograms; checkpoints record no "
+            "training image size"
+        )
         return None
-    value = training_image_px(full)
-    return value if math.isfinite(value) else None
+    return value
 
 
 def main(backbone: str) -> None:

@@ -63,3 +63,26 @@ def test_frozen_prefixes_names_top_most_frozen_modules():
     assert frozen_prefixes(model) == ["features.0", "features.1"]
     model, _ = build_model("mobilenet_v2", "scratch", freeze=())
     assert frozen_prefixes(model) == []
+
+
+def test_training_image_size_needs_only_the_training_rows(tmp_path, monkeypatch, caplog):
+    """finetune records the training films' long side even when val/test hold no full images."""
+    import pandas as pd
+
+    from stages import finetune
+
+    (tmp_path / "data" / "augmented").mkdir(parents=True)
+    rows = pd.DataFrame(
+        {
+            "kind": ["full", "full", "full", "roi"],
+            "source_height": [768, 700, 900, 64],
+            "source_width": [464, 800, 500, 64],
+        }
+    )
+    rows.to_csv(tmp_path / "data" / "augmented" / "train.csv", index=False)
+    monkeypatch.chdir(tmp_path)  # no data/split at all: val and test are never read
+    assert finetune._image_px() == 800.0  # the median of the long sides 768, 800, 900
+
+    rows[rows["kind"] == "roi"].to_csv(tmp_path / "data" / "augmented" / "train.csv")
+    assert finetune._image_px() is None
+    assert "no full mammograms" in caplog.text
