@@ -101,6 +101,7 @@ def _shallow_run(params: dict[str, Any], cfg: EvaluateParams, seed: int) -> RunS
     from mammocad.mlflow_models import ModelSpec, registered_name
 
     metrics = read_metrics(at(layout.SHALLOW_METRICS), ROOT)
+    train = metrics.get("train") or {}
     return RunSpec(
         name=SHALLOW,
         params={
@@ -109,8 +110,8 @@ def _shallow_run(params: dict[str, Any], cfg: EvaluateParams, seed: int) -> RunS
             "seed": seed,
             "init": "scratch",
         },
-        metrics=metrics,
-        history=pd.read_csv(at(layout.history(SHALLOW))).to_dict("records"),
+        metrics={**metrics, "train": {k: v for k, v in train.items() if k != "history"}},
+        history=train.get("history") or [],
         tags={"stage": "train_shallow", "model": SHALLOW},
         model=ModelSpec(
             at(layout.checkpoint(SHALLOW)), _first_test_image("full"), registered_name(SHALLOW)

@@ -82,7 +82,8 @@ def main() -> None:
         result["threshold"],
         CLASSES[cfg.positive],
     )
-    metrics = {"train": trained.info, **result}
+    # the history as finetune records it: `track` logs its per-epoch series, seconds included
+    metrics = {"train": {**trained.info, "history": trained.fit.history}, **result}
     write_metrics(at(layout.SHALLOW_METRICS), metrics, ROOT)
     log.info(
         "shallow CNN: test accuracy %.3f, AUC %s",

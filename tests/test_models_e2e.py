@@ -162,6 +162,12 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
     assert [m.step for m in steps] == list(range(1, len(steps) + 1))
     assert "mobilenet_v2.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert runs["shallow_cnn"].data.params["shallow.positive"] == "abnormal"
+    # the shallow CNN's per-epoch series, its seconds (kept in metrics/timing/) included
+    shallow_id = runs["shallow_cnn"].info.run_id
+    for key in ("epoch.val_auc", "epoch.seconds"):
+        series = client.get_metric_history(shallow_id, key)
+        assert [m.step for m in series] == list(range(1, len(series) + 1)) and series, key
+    assert all(m.value > 0 for m in client.get_metric_history(shallow_id, "epoch.seconds"))
     # each model run logs its model (MLflow 3: a LoggedModel of the run, holding the
     # checkpoint); mlflow.champion (mobilenet_v1) and the shallow CNN are registered
     for name in ("mobilenet_v1", "mobilenet_v2", "shallow_cnn"):
