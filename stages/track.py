@@ -101,7 +101,7 @@ def _shallow_run(params: dict[str, Any], cfg: EvaluateParams, seed: int) -> RunS
     from mammocad.mlflow_models import ModelSpec, registered_name
 
     metrics = read_metrics(at(layout.SHALLOW_METRICS), ROOT)
-    train = metrics.get("train") or {}
+    train = metrics["train"]
     return RunSpec(
         name=SHALLOW,
         params={
@@ -111,7 +111,7 @@ def _shallow_run(params: dict[str, Any], cfg: EvaluateParams, seed: int) -> RunS
             "init": "scratch",
         },
         metrics={**metrics, "train": {k: v for k, v in train.items() if k != "history"}},
-        history=train.get("history") or [],
+        history=train["history"],
         tags={"stage": "train_shallow", "model": SHALLOW},
         model=ModelSpec(
             at(layout.checkpoint(SHALLOW)), _first_test_image("full"), registered_name(SHALLOW)

@@ -71,18 +71,26 @@ def test_training_image_size_needs_only_the_training_rows(tmp_path, monkeypatch,
 
     from stages import finetune
 
-    (tmp_path / "data" / "augmented").mkdir(parents=True)
+    for folder in ("augmented", "split"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
     rows = pd.DataFrame(
         {
             "kind": ["full", "full", "full", "roi"],
+            "pathology": ["BENIGN", "MALIGNANT", "NORMAL", "MALIGNANT"],
             "source_height": [768, 700, 900, 64],
             "source_width": [464, 800, 500, 64],
         }
     )
-    rows.to_csv(tmp_path / "data" / "augmented" / "train.csv", index=False)
-    monkeypatch.chdir(tmp_path)  # no data/split at all: val and test are never read
+    train_csv = tmp_path / "data" / "augmented" / "train.csv"
+    rows.to_csv(train_csv, index=False)
+    # val and test patients with ROI crops only, as a split of ROI-only cases gives
+    for name in ("val", "test"):
+        rows[rows["kind"] == "roi"].to_csv(
+            tmp_path / "data" / "split" / f"{name}.csv", index=False
+        )
+    monkeypatch.chdir(tmp_path)
     assert finetune._image_px() == 800.0  # the median of the long sides 768, 800, 900
 
-    rows[rows["kind"] == "roi"].to_csv(tmp_path / "data" / "augmented" / "train.csv")
+    rows[rows["kind"] == "roi"].to_csv(train_csv, index=False)
     assert finetune._image_px() is None
     assert "no full mammograms" in caplog.text

@@ -209,7 +209,6 @@ def stage_files(stage: str, entry: str = "") -> StageFiles:
                 EVAL_DIR,
                 ROC_DIR,
                 SHALLOW_METRICS,
-                history(SHALLOW),
                 LOCALIZE_METRICS,
                 SYSTEM_METRICS,
                 REPORT_OVERLAYS,

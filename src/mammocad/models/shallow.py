@@ -49,9 +49,11 @@ class ShallowConfig:
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     # No conv bias: the batch norm that follows has its own shift. The ReLU comes after
-    # the pooling: both are monotonic, so max(relu(x)) == relu(max(x)) and the gradients
-    # agree too, but the ReLU and its backward pass then touch a quarter of the pixels
-    # (training steps 14 % faster on two CPU cores, the same weights bit for bit).
+    # the max pooling: a maximum commutes with any non-decreasing function, so
+    # max(relu(x)) == relu(max(x)), and the gradient reaches the same pixel either way (a
+    # window whose maximum is not positive passes none). The ReLU and its backward pass
+    # then touch a quarter of the pixels: training steps about 11 % shorter on two CPU
+    # cores, the same weights bit for bit.
     return nn.Sequential(
         OrderedDict(
             conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
@@ -65,8 +67,8 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class ShallowCNN(nn.Module):
     """Shallow binary classifier of full mammograms (paper Fig. 2).
 
-    Conv3×3-BN-ReLU-maxpool blocks, global max (or average) pooling, dropout and a linear
-    layer.
+    Conv3×3-BN-ReLU-maxpool blocks (computed as conv-BN-maxpool-ReLU, which is the same
+    function), global max (or average) pooling, dropout and a linear layer.
     Global pooling makes any input size at least ``2**len(channels)`` pixels per side work
     (e.g. 256×160), so full mammograms keep their aspect ratio.
 
