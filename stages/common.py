@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mammocad.allocator import keep_freed_memory
 from mammocad.config import ConfigError, from_dict
 from mammocad.errors import run_main
 from mammocad.seeding import seed_everything
@@ -57,8 +58,11 @@ def scalar(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     return value
 
 
-def start(stage: str, seed: int | None = None) -> None:
+def start(stage: str, seed: int | None = None, *, tensors: bool = False) -> None:
     """Configures logging and, for stages that draw random numbers, seeds everything.
+
+    ``tensors``: the stage runs PyTorch on batches of images, so freed blocks stay in the
+    heap for the next batch (:func:`mammocad.allocator.keep_freed_memory`).
 
     Under ``torchrun`` each line names its rank, and ranks other than 0 log warnings and
     errors only: their progress repeats rank 0's.
@@ -76,6 +80,8 @@ def start(stage: str, seed: int | None = None) -> None:
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if tensors:
+        keep_freed_memory()
     if seed is not None:
         seed_everything(seed)
 

@@ -37,7 +37,7 @@ CLASSES = ("benign", "malignant")
 def main(backbone: str) -> None:
     params = load_params()
     seed = scalar(params, "seed", int, 42)
-    start(f"evaluate@{backbone}", seed)
+    start(f"evaluate@{backbone}", seed, tensors=True)
     cfg = section(params, "evaluate", EvaluateParams)
     ckpt_path = at(layout.checkpoint(backbone))
     # the MobileNets as mammocad.inference defines them: the same outputs, bit for bit,

@@ -19,7 +19,7 @@ log = logging.getLogger("stages.export")
 def main(backbone: str) -> None:
     params = load_params()
     seed = scalar(params, "seed", int, 42)
-    start(f"export@{backbone}", seed)
+    start(f"export@{backbone}", seed, tensors=True)
     cfg = section(params, "export", ExportConfig)
     ckpt_path = at(layout.checkpoint(backbone))
     model, ckpt = load_trained_backbone(ckpt_path)

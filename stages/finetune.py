@@ -53,7 +53,7 @@ def _image_px() -> float | None:
 def main(backbone: str) -> None:
     params = load_params()
     seed = scalar(params, "seed", int, 42)
-    start(f"finetune@{backbone}", seed)
+    start(f"finetune@{backbone}", seed, tensors=True)
     try:
         cfg = resolve_finetune(params.get("finetune") or {}, backbone)
     except (ConfigError, ValueError, KeyError) as exc:

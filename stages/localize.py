@@ -45,7 +45,7 @@ log = logging.getLogger("stages.localize")
 def main() -> None:
     params = load_params()
     seed = scalar(params, "seed", int, 42)
-    start("localize", seed)
+    start("localize", seed, tensors=True)
     cfg = section(params, "localize", LocalizeConfig)
     eval_cfg = section(params, "evaluate", EvaluateParams)
     model, ckpt = load_trained_backbone(at(layout.checkpoint(cfg.backbone)), build_architecture)

@@ -45,7 +45,7 @@ CLASSES = {"abnormal": ("normal", "abnormal"), "malignant": ("not malignant", "m
 def main() -> None:
     params = load_params()
     seed = scalar(params, "seed", int, 42)
-    start("train_shallow", seed)
+    start("train_shallow", seed, tensors=True)
     cfg = section(params, "shallow", ShallowParams)
     eval_cfg = section(params, "evaluate", EvaluateParams)
     frames = read_split(at(layout.SPLIT), at(layout.AUGMENTED), "full")

@@ -8,6 +8,7 @@ written to a temporary name and renamed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,15 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, as hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -57,14 +57,6 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class RunSpec:
     """One MLflow run to log (the arguments of :func:`log_run` after the store's)."""
@@ -81,6 +73,7 @@ class RunSpec:
         """A hash of what the run records, timings aside: name, params, the metrics' and
         history's science (:func:`mammocad.timing.split_timing`), tags, and the contents
         of the artifacts and the model's checkpoint. Equal for an identical rerun."""
+        from mammocad.io import sha256_file
         from mammocad.timing import split_timing
 
         files = [Path(p) for p in self.artifacts]
@@ -92,7 +85,7 @@ class RunSpec:
             "metrics": split_timing(dict(self.metrics))[0],
             "history": split_timing(list(self.history))[0],
             "tags": dict(self.tags),
-            "files": [[p.name, _sha256(p) if p.is_file() else None] for p in files],
+            "files": [[p.name, sha256_file(p) if p.is_file() else None] for p in files],
             "registered": getattr(self.model, "register_as", None),
         }
         text = json.dumps(record, sort_keys=True, default=str, allow_nan=True)

@@ -74,7 +74,6 @@ from mammocad.sources.mias.archive import (
     TIMEOUT_S,
     download_archive,
     extract_archive,
-    sha256_file,
 )
 from mammocad.sources.mias.fetch import MiasConfig, fetch_mias
 from mammocad.sources.mias.film import DATASET, MIN_HALF_SIDE, VIEW, disc_mask, roi_half_side
@@ -116,6 +115,5 @@ __all__ = [
     "patient_id",
     "read_pgm",
     "roi_half_side",
-    "sha256_file",
     "split_patients",
 ]

@@ -5,7 +5,6 @@ outside the target).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from mammocad.errors import InputError
+from mammocad.io import sha256_file
 from mammocad.progress import progress
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,6 @@ TIMEOUT_S = 60.0
 _WANTED = re.compile(r"(info\.txt|licence\.txt|license\.txt|mdb\d{3}\.pgm)", re.IGNORECASE)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _archive_name(url: str) -> str:

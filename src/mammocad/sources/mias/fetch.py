@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mammocad.errors import InputError, InputNotFound
+from mammocad.io import sha256_file
 from mammocad.manifest import worst as worst_of
 from mammocad.parallel import imap
 from mammocad.sources.layout import SPLIT_PREFIX, write_case_csvs
@@ -23,7 +24,6 @@ from mammocad.sources.mias.archive import (
     _index_folder,
     download_archive,
     extract_archive,
-    sha256_file,
 )
 from mammocad.sources.mias.film import _convert_film, _FilmTask
 from mammocad.sources.mias.info import MiasRow, parse_info, split_patients
