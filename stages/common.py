@@ -1,4 +1,5 @@
-"""What every stage shares: params loading, logging set-up and seeding."""
+"""What every stage shares: params loading, logging set-up, seeding and, for the stages
+that run PyTorch, the allocator setting (:mod:`mammocad.allocator`)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def scalar(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 
 def start(stage: str, seed: int | None = None, *, tensors: bool = False) -> None:
-    """Configures logging and, for stages that draw random numbers, seeds everything.
+    """Configures logging, seeds everything for stages that draw random numbers, and sets
+    the allocator for those that run PyTorch.
 
     ``tensors``: the stage runs PyTorch on batches of images, so freed blocks stay in the
     heap for the next batch (:func:`mammocad.allocator.keep_freed_memory`).

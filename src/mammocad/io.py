@@ -1,4 +1,4 @@
-"""File helpers: atomic outputs and lossless 16-bit PNG I/O.
+"""File helpers: atomic outputs, lossless 16-bit PNG I/O and file checksums.
 
 A stage that fails must leave no half-written output, so every output directory is built
 under a temporary sibling and renamed into place only once complete, and single files are
