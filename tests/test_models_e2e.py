@@ -133,6 +133,25 @@ def test_predict_cli_with_the_pipeline_models(repo, tmp_path):
     assert overlay is not None and overlay.shape[2] == 3
 
 
+def test_cv_command_trains_folds_of_the_training_split(repo, tmp_path):
+    status = _run(repo, "git", "status", "--porcelain")
+    out = _run(
+        repo, str(BIN / "mammocad"), "cv", "mobilenet_v2", "--folds", "2", "--epochs", "1",
+        "-S", "train.lr=0.001,0.0001", "--out", str(tmp_path / "cv.json"),
+    )  # fmt: skip
+    record = json.loads((tmp_path / "cv.json").read_text())
+    assert (record["entry"], record["folds"], record["epochs"]) == ("mobilenet_v2", 2, 1)
+    assert [s["setting"] for s in record["settings"]] == [
+        {"train.lr": 0.001},
+        {"train.lr": 0.0001},
+    ]
+    for setting in record["settings"]:
+        assert len(setting["val_auc"]) == 2 and all(len(f) == 1 for f in setting["val_auc"])
+        assert all(v is None or 0.0 <= v <= 1.0 for f in setting["val_auc"] for v in f)
+    assert "train.lr=0.001 " in out and "epoch 1" in out
+    assert _run(repo, "git", "status", "--porcelain") == status  # wrote nothing else
+
+
 def test_checkpoint_loads_weights_only(repo):
     import torch
 

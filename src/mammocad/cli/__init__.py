@@ -23,7 +23,8 @@ Exit status: 0 when at least one image was processed and none failed, 2 when eve
 was refused (or none was found), 1 for a usage or model error or an image that failed.
 
 Each command is a module of this package that registers itself in
-:data:`~mammocad.cli.common.COMMANDS`: ``predict``, ``export``, ``preset``, ``plots``.
+:data:`~mammocad.cli.common.COMMANDS`: ``predict``, ``export``, ``preset``, ``plots``,
+``cv``.
 The command line is not library code: the library never imports it.
 """
 
@@ -41,7 +42,7 @@ import mammocad.lazy_imports  # noqa: F401
 
 # isort: split
 from mammocad import __version__
-from mammocad.cli import export, plots, predict, preset  # noqa: F401 - each registers itself
+from mammocad.cli import cv, export, plots, predict, preset  # noqa: F401 - each registers itself
 from mammocad.cli.common import COMMANDS, UsageError, resolve_section
 from mammocad.cli.plots import missing_plots, model_plots
 from mammocad.cli.predict import (
