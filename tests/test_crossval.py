@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import yaml
 
 from mammocad import crossval
 from mammocad.cli import main
@@ -47,8 +49,9 @@ def test_training_rows_keep_benign_and_malignant_patches():
     assert set(rows["kind"]) == {"roi"}
     assert set(rows["pathology"]) == {"BENIGN", "MALIGNANT"}
     assert len(rows) == 12 * 2 * 2
-    with pytest.raises(ValueError, match="patient_id"):
-        crossval.training_rows(_rows().drop(columns="patient_id"))
+    for column in ("patient_id", "aug_index"):
+        with pytest.raises(ValueError, match=column):
+            crossval.training_rows(_rows().drop(columns=column))
 
 
 def test_patient_folds_partition_the_patients_and_stratify():
@@ -87,18 +90,20 @@ def test_parse_settings_crosses_keys_and_reads_numbers():
     ]
     assert isinstance(settings[0]["train.lr"], float)
     assert crossval.parse_settings([]) == [{}]
-    assert crossval.parse_settings(["freeze=[features.0, features.1]"]) == [
-        {"freeze": ["features.0", "features.1"]}
-    ]
     for bad, message in (
         ("lr=1e-4", "train.<key>"),
         ("train.lr", "KEY=VALUE"),
         ("train.lr=", "KEY=VALUE"),
+        ("train.epochs=2,8", "give --epochs instead"),
+        ("train.patience=1", "cv sets train.patience itself"),
     ):
         with pytest.raises(ValueError, match=message):
             crossval.parse_settings([bad])
     with pytest.raises(ValueError, match="given twice"):
         crossval.parse_settings(["train.lr=1", "train.lr=2"])
+    for setting in settings:  # every parsed example is one the params accept
+        section = crossval.with_setting(FINETUNE, "mobilenet_v2", setting)
+        assert resolve_finetune(section, "mobilenet_v2").train.lr == setting["train.lr"]
 
 
 def test_with_setting_overrides_one_entry_only():
@@ -107,6 +112,15 @@ def test_with_setting_overrides_one_entry_only():
     assert cfg.train.lr == 1e-4 and cfg.init == "auto" and cfg.train.epochs == 4
     assert resolve_finetune(section, "alexnet").train.lr == 0.0003
     assert FINETUNE["overrides"]["mobilenet_v2"] == {}  # the input is not changed
+    # an entry's own overrides stay, the setting adds to them
+    alex = resolve_finetune(
+        crossval.with_setting(FINETUNE, "alexnet", {"train.lr": 0.1}), "alexnet"
+    )
+    assert (alex.train.lr, alex.train.epochs) == (0.1, 2)
+    bare = crossval.with_setting(
+        {**FINETUNE, "overrides": None}, "mobilenet_v2", {"freeze": "none"}
+    )
+    assert resolve_finetune(bare, "mobilenet_v2").freeze == "none"
 
 
 def test_fold_curves_average_over_folds():
@@ -156,13 +170,67 @@ def test_cross_validate_trains_each_fold_without_its_patients(monkeypatch, tmp_p
     assert set().union(*held) == set(rows["patient_id"])
 
 
-def test_cv_command_names_what_is_missing(tmp_path, capsys):
-    (tmp_path / "params.yaml").write_text("seed: 1\nfinetune:\n  init: scratch\n")
-    assert main(["cv", "mobilenet_v2", "--project", str(tmp_path)]) == 1
-    assert "data/augmented/train.csv not found: run `dvc repro augment`" in capsys.readouterr().err
-    assert main(["cv", "mobilenet_v2", "-S", "train.lrr=1", "--project", str(tmp_path)]) == 1
-    assert "lrr" in capsys.readouterr().err
-    assert main(["cv", "resnet99", "--project", str(tmp_path)]) == 1
-    assert "resnet99" in capsys.readouterr().err
+def _project(tmp_path, rows: pd.DataFrame | None = None):
+    """A project folder with params and, unless ``rows`` is None, an augmented train.csv."""
+    params = {"seed": 1, "finetune": {**FINETUNE, "backbones": ["mobilenet_v2", "alexnet-x"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    if rows is not None:
+        (tmp_path / "data/augmented").mkdir(parents=True)
+        rows.to_csv(tmp_path / "data/augmented/train.csv", index=False)
+    return tmp_path
+
+
+def test_cv_command_names_what_is_wrong(tmp_path, capsys):
+    project = _project(tmp_path)
+
+    def error(*argv: str) -> str:
+        assert main(["cv", *argv, "--project", str(project)]) == 1
+        return capsys.readouterr().err
+
+    assert "data/augmented/train.csv not found: run `dvc repro augment`" in error("mobilenet_v2")
+    message = error("mobilenet_v2", "-S", "train.lrr=1")
+    assert message.startswith("mammocad cv: error: -S: unknown config key") and "lrr" in message
+    message = error("resnet99")
+    assert message.startswith("mammocad cv: error: unknown backbone 'resnet99'; valid names:")
+    assert "'mobilenet_v2-scrach' is not in finetune.backbones" in error("mobilenet_v2-scrach")
+    assert "cv sets train.epochs itself" in error("mobilenet_v2", "-S", "train.epochs=1,2")
+    assert "--epochs must be at least 1, got 0" in error("mobilenet_v2", "--epochs", "0")
+    assert "not a file in an existing folder" in error("mobilenet_v2", "--out", str(tmp_path))
+    (project / "params.yaml").write_text("finetune:\n  train: {lr: fast}\n")
+    assert f"{project / 'params.yaml'}: " in error("mobilenet_v2")
     assert main(["cv", "mobilenet_v2", "--project", str(tmp_path / "nowhere")]) == 1
     assert "params.yaml: not found" in capsys.readouterr().err
+
+
+def test_cv_command_prints_the_table_and_writes_valid_json(tmp_path, capsys, monkeypatch):
+    project = _project(tmp_path, _rows(copies=1))
+    seen = []
+
+    def fake_train(entry, cfg, frames, roots, seed):
+        seen.append((entry, cfg.train.epochs, cfg.train.lr, seed))
+        auc = [0.5 + 0.1 * e for e in range(cfg.train.epochs)]
+        auc[-1] = None if len(seen) == 1 else auc[-1]  # a fold whose held-out set is one class
+        history = [{"val_auc": a, "val_loss": math.nan} for a in auc]
+        return SimpleNamespace(fit=SimpleNamespace(history=history))
+
+    monkeypatch.setattr("mammocad.experiment.train_backbone", fake_train)
+    out = tmp_path / "cv.json"
+    argv = ["cv", "mobilenet_v2", "--folds", "3", "-S", "train.lr=1e-3,1e-4", "--out", str(out)]
+    assert main([*argv, "--project", str(project)]) == 0
+    assert len(seen) == 6 and {s[1] for s in seen} == {4} and {s[3] for s in seen} == {1}
+    assert [s[2] for s in seen] == [1e-3] * 3 + [1e-4] * 3
+    text = capsys.readouterr().out
+    assert "(12 patients, 24 patches and their augmented copies)" in text
+    assert "train.lr=0.001 " in text and "0.800±0.000*" in text
+
+    def no_nan(name):
+        raise AssertionError(f"{name} in JSON")
+
+    record = json.loads(out.read_text(), parse_constant=no_nan)
+    assert (record["entry"], record["folds"], record["epochs"]) == ("mobilenet_v2", 3, 4)
+    assert (record["patients"], record["patches"]) == (12, 24)
+    first = record["settings"][0]
+    assert first["setting"] == {"train.lr": 0.001}
+    assert first["val_auc"][0] == [0.5, 0.6, 0.7, None]
+    assert first["mean_val_auc"] == pytest.approx([0.5, 0.6, 0.7, 0.8])
+    assert first["val_loss"][0] == [None] * 4 and first["mean_val_loss"] == [None] * 4

@@ -2,9 +2,10 @@
 
 A recipe (learning rate, epochs, freezing, ...) chosen on the test split makes its test
 figure meaningless, and one on the validation split (66 patches in the default run) is
-mostly noise. Cross-validation uses the training patients only: each fold holds out a
-fifth of them (their original patches, no augmented copies) and trains on the rest (with
-their augmented copies), so no validation or test row is read. ``mammocad cv`` runs it.
+mostly noise. Cross-validation uses the training patients only: each of ``k`` folds holds
+out a ``1/k`` share of them (their original patches, no augmented copies) and trains on
+the rest (with their augmented copies), so no validation or test row is read.
+``mammocad cv`` runs it.
 
 Not used by any stage, so changing this module reruns nothing.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-#: The keys ``-S`` may set, relative to the entry's finetune settings.
+#: The keys ``-S`` may set besides ``train.<key>``, relative to the entry's settings.
 SETTABLE = ("init", "freeze", "bn_stats")
+#: Keys that cross-validation sets itself: every fold runs all ``epochs``, no early stop.
+FIXED = {"train.epochs": "give --epochs instead", "train.patience": "every fold runs all epochs"}
 
 
 def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The benign and malignant ROI rows of an augmented ``train.csv``."""
-    missing = {"kind", "patient_id", "pathology"} - set(frame.columns)
+    missing = {"kind", "patient_id", "pathology", "aug_index", "image_path"} - set(frame.columns)
     if missing:
         raise ValueError(f"training rows lack column(s) {', '.join(sorted(missing))}")
     rows = frame[(frame["kind"] == "roi") & frame["pathology"].isin(["BENIGN", "MALIGNANT"])]
@@ -71,11 +74,7 @@ def fold_frames(rows: pd.DataFrame, held_out: Sequence[str]) -> dict[str, pd.Dat
     never scores ``test``), so nothing outside the training split is read.
     """
     out = rows["patient_id"].astype(str).isin(set(held_out))
-    original = (
-        rows["aug_index"].astype(str).isin(["0", ""])
-        if "aug_index" in rows.columns
-        else pd.Series(True, index=rows.index)
-    )
+    original = rows["aug_index"].astype(str) == "0"
     val = rows[out & original].reset_index(drop=True)
     return {"train": rows[~out].reset_index(drop=True), "val": val, "test": val}
 
@@ -83,9 +82,9 @@ def fold_frames(rows: pd.DataFrame, held_out: Sequence[str]) -> dict[str, pd.Dat
 def parse_settings(items: Sequence[str]) -> list[dict[str, Any]]:
     """Turns ``KEY=V1,V2`` strings into the settings to compare: every combination.
 
-    Keys are ``train.<key>`` or one of :data:`SETTABLE`; values are read as YAML
-    (``1e-4``, ``true``, ``[features.0]``; a list is one value, so it takes its key alone). No items give one empty setting (the recipe as
-    it stands in the params).
+    Keys are ``train.<key>`` (not those of :data:`FIXED`) or one of :data:`SETTABLE`;
+    values are read as YAML scalars (``1e-4``, ``true``, ``none``). No items give one empty
+    setting: the recipe as it stands in the params.
     """
     import yaml
 
@@ -99,10 +98,11 @@ def parse_settings(items: Sequence[str]) -> list[dict[str, Any]]:
             raise ValueError(
                 f"setting {item!r}: key must be train.<key> or one of {', '.join(SETTABLE)}"
             )
+        if key in FIXED:
+            raise ValueError(f"setting {item!r}: cv sets {key} itself ({FIXED[key]})")
         if any(key == k for k, _ in axes):
             raise ValueError(f"setting {key!r} given twice; list its values after one '='")
-        parts = [values] if values.lstrip().startswith("[") else values.split(",")
-        axes.append((key, [_value(yaml.safe_load(p)) for p in parts]))
+        axes.append((key, [_value(yaml.safe_load(p)) for p in values.split(",")]))
     combos: list[dict[str, Any]] = [{}]
     for key, values in axes:
         combos = [{**c, key: v} for c in combos for v in values]
@@ -154,18 +154,14 @@ class FoldCurves:
         return [_stat(col, lambda a: np.std(a, ddof=1), 2) for col in _columns(self.auc)]
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready summary (``None`` where a statistic is undefined)."""
-
-        def plain(values: list[float]) -> list[float | None]:
-            return [v if math.isfinite(v) else None for v in values]
-
+        """JSON-ready summary: ``None`` where a value is undefined or not finite."""
         return {
             "setting": self.setting,
-            "val_auc": self.auc,
-            "val_loss": self.loss,
-            "mean_val_auc": plain(self.mean()),
-            "sd_val_auc": plain(self.sd()),
-            "mean_val_loss": plain(self.mean(self.loss)),
+            "val_auc": [_plain(fold) for fold in self.auc],
+            "val_loss": [_plain(fold) for fold in self.loss],
+            "mean_val_auc": _plain(self.mean()),
+            "sd_val_auc": _plain(self.sd()),
+            "mean_val_loss": _plain(self.mean(self.loss)),
         }
 
 
@@ -180,6 +176,7 @@ def cross_validate(
     seed: int,
     settings: Sequence[Mapping[str, Any]] = ({},),
     progress: bool = False,
+    on_setting: Callable[[list[FoldCurves]], None] | None = None,
 ) -> list[FoldCurves]:
     """Trains ``entry`` on every fold under every setting for ``epochs`` epochs.
 
@@ -195,14 +192,15 @@ def cross_validate(
         epochs: epochs per fold.
         seed: seeds the folds and every training run.
         settings: the recipes to compare (see :func:`parse_settings`).
-        progress: show a progress bar over the training runs.
+        progress: show progress over the training runs (a bar, or log lines).
+        on_setting: called with the curves so far each time a setting has run all folds
+            (``mammocad cv`` saves them, so an interrupted run keeps what it finished).
 
     Raises:
         ConfigError, KeyError: a setting the params do not accept, before any training.
     """
-    from tqdm import tqdm
-
     from mammocad.experiment import resolve_finetune, train_backbone
+    from mammocad.progress import progress as progress_bar
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -213,9 +211,7 @@ def cross_validate(
     held = patient_folds(rows, folds, seed)
     roots = dict.fromkeys(("train", "val", "test"), Path(root))
     out = []
-    bar = tqdm(
-        total=len(configs) * len(held), desc=f"cv {entry}", unit="fold", disable=not progress
-    )
+    bar = progress_bar(len(configs) * len(held), f"cv {entry}", "fold") if progress else None
     for setting, cfg in zip(settings, configs, strict=True):
         curves = FoldCurves(dict(setting), [], [])
         for k, patients in enumerate(held, 1):
@@ -232,10 +228,18 @@ def cross_validate(
             history = train_backbone(entry, cfg, frames, roots, seed).fit.history
             curves.auc.append([h.get("val_auc") for h in history])
             curves.loss.append([h.get("val_loss") for h in history])
-            bar.update()
+            if bar is not None:
+                bar.update()
         out.append(curves)
-    bar.close()
+        if on_setting is not None:
+            on_setting(out)
+    if bar is not None:
+        bar.close()
     return out
+
+
+def _plain(values: Sequence[float | None]) -> list[float | None]:
+    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _columns(values: list[list[float | None]]) -> list[list[float]]:

@@ -4,20 +4,18 @@
 ``finetune@ENTRY`` on folds of the training split's patients (see
 :mod:`mammocad.crossval`) and prints the mean validation AUC per epoch of each setting.
 It reads the pipeline's augmented training split (``dvc repro augment`` makes it) and the
-``finetune`` section of ``params.yaml``, and writes nothing else than ``--out``.
+``finetune`` section of ``params.yaml``, and writes nothing but ``--out`` (after each
+setting, so an interrupted run keeps the settings it finished).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from mammocad.cli.common import COMMANDS, Command, UsageError, _read_params
-
-log = logging.getLogger("mammocad.cli")
 
 
 class _WarnOnce(logging.Filter):
@@ -48,7 +46,7 @@ def _configure_cv(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=V1[,V2...]",
         help="compare these values of train.<key>, init, freeze or bn_stats (repeat for "
-        "more keys: every combination runs); none: the recipe as params.yaml has it",
+        "more keys: every combination runs); without -S: the recipe as params.yaml has it",
     )
     parser.add_argument("--folds", type=int, default=5, help="patient folds (5)")
     parser.add_argument(
@@ -62,36 +60,57 @@ def _configure_cv(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", type=Path, default=Path("."), help="the project folder (.)")
 
 
+def _check_entry(entry: str, section: dict) -> None:
+    """An entry with a tag (``mobilenet_v2-scratch``) must be one the params define: a
+    mistyped tag would otherwise train the plain backbone's recipe under its name."""
+    from mammocad.entries import backbone_of
+
+    known = {*(section.get("backbones") or []), *(section.get("overrides") or {})}
+    if entry != backbone_of(entry) and entry not in known:
+        raise UsageError(
+            f"finetune entry {entry!r} is not in finetune.backbones or finetune.overrides "
+            f"(known: {', '.join(sorted(known)) or 'none'})"
+        )
+
+
 def run_cv(args: argparse.Namespace) -> int:
     """Runs ``mammocad cv``."""
     from mammocad import crossval, layout
     from mammocad.config import ConfigError
+    from mammocad.experiment import resolve_finetune
 
     project = args.project.resolve()
-    params = _read_params(project / "params.yaml")
+    params_path = project / "params.yaml"
+    params = _read_params(params_path)
     if params is None:
-        raise UsageError(f"{project / 'params.yaml'}: not found")
+        raise UsageError(f"{params_path}: not found")
     section = params.get("finetune") or {}
     try:
+        _check_entry(args.entry, section)
+        base = resolve_finetune(section, args.entry)
+    except KeyError as exc:  # an unknown backbone, with the valid ones
+        raise UsageError(str(exc).strip("'\"")) from None
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(f"{params_path}: {exc}") from None
+    try:
         settings = crossval.parse_settings(args.settings)
-        from mammocad.experiment import resolve_finetune
-
         for setting in settings:  # every setting checked before hours of training
-            cfg = resolve_finetune(crossval.with_setting(section, args.entry, setting), args.entry)
-    except (ValueError, ConfigError, KeyError) as exc:
-        raise UsageError(f"{exc}") from None
-    epochs = args.epochs if args.epochs is not None else cfg.train.epochs
+            resolve_finetune(crossval.with_setting(section, args.entry, setting), args.entry)
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(f"-S: {exc}") from None
+    epochs = args.epochs if args.epochs is not None else base.train.epochs
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
+        raise UsageError(f"--out {args.out}: not a file in an existing folder")
     train_csv = layout.at(layout.AUGMENTED, project) / "train.csv"
     if not train_csv.is_file():
         raise UsageError(f"{train_csv} not found: run `dvc repro augment` first")
-    if args.out is not None and not args.out.parent.is_dir():
-        raise UsageError(f"--out {args.out}: no folder {args.out.parent}")
 
     import pandas as pd
 
     from mammocad.allocator import keep_freed_memory
+    from mammocad.io import write_json
     from mammocad.seeding import seed_everything
 
     seed = args.seed if args.seed is not None else int(params.get("seed", 42))
@@ -100,6 +119,21 @@ def run_cv(args: argparse.Namespace) -> int:
         crossval.patient_folds(rows, args.folds, seed)
     except ValueError as exc:
         raise UsageError(f"{train_csv}: {exc}") from None
+    originals = int((rows["aug_index"].astype(str) == "0").sum())
+
+    def save(curves: list[crossval.FoldCurves]) -> None:
+        if args.out is not None:
+            record = {
+                "entry": args.entry,
+                "folds": args.folds,
+                "epochs": epochs,
+                "seed": seed,
+                "patients": int(rows["patient_id"].nunique()),
+                "patches": originals,
+                "settings": [c.record() for c in curves],
+            }
+            write_json(args.out, record)
+
     keep_freed_memory()
     seed_everything(seed)
     once = _WarnOnce()
@@ -117,26 +151,17 @@ def run_cv(args: argparse.Namespace) -> int:
             seed=seed,
             settings=settings,
             progress=True,
+            on_setting=save,
         )
     finally:
         for handler in handlers:
             handler.removeFilter(once)
     sys.stdout.write(
         f"{args.entry}: mean validation ROC AUC over {args.folds} patient folds of the "
-        f"training split ({rows['patient_id'].nunique()} patients, {len(rows)} rows)\n"
+        f"training split ({rows['patient_id'].nunique()} patients, {originals} patches "
+        f"and their augmented copies)\n"
     )
     sys.stdout.write(crossval.table(curves) + "\n")
-    if args.out is not None:
-        record = {
-            "entry": args.entry,
-            "folds": args.folds,
-            "epochs": epochs,
-            "seed": seed,
-            "settings": [c.record() for c in curves],
-        }
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(args.out)
     return 0
 
 
