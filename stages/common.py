@@ -1,5 +1,6 @@
-"""What every stage shares: params loading, logging set-up, seeding and, for the stages
-that run PyTorch, the allocator setting (:mod:`mammocad.allocator`)."""
+"""What every stage shares: params loading, logging set-up, seeding, OpenCV's portable
+code paths (:mod:`mammocad.portable`) and, for the stages that run PyTorch, the allocator
+setting (:mod:`mammocad.allocator`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 from mammocad.allocator import keep_freed_memory
 from mammocad.config import ConfigError, from_dict
 from mammocad.errors import run_main
+from mammocad.portable import portable_opencv
 from mammocad.seeding import seed_everything
 
 T = TypeVar("T")
@@ -60,8 +62,9 @@ def scalar(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 
 def start(stage: str, seed: int | None = None, *, tensors: bool = False) -> None:
-    """Configures logging, seeds everything for stages that draw random numbers, and sets
-    the allocator for those that run PyTorch.
+    """Configures logging, keeps OpenCV on code paths that give the same pixels on every
+    x86-64 CPU, seeds everything for stages that draw random numbers, and sets the
+    allocator for those that run PyTorch.
 
     ``tensors``: the stage runs PyTorch on batches of images, so freed blocks stay in the
     heap for the next batch (:func:`mammocad.allocator.keep_freed_memory`).
@@ -82,6 +85,7 @@ def start(stage: str, seed: int | None = None, *, tensors: bool = False) -> None
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    portable_opencv()
     if tensors:
         keep_freed_memory()
     if seed is not None:

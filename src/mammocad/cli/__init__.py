@@ -55,6 +55,7 @@ from mammocad.cli.predict import (
     run_predict,
 )
 from mammocad.errors import ExpectedError, report, sigterm_as_interrupt
+from mammocad.portable import portable_opencv
 
 __all__ = [
     "COMMANDS",
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         level = os.environ.get("MAMMOCAD_LOGLEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    portable_opencv()  # the pixels the pipeline's stages compute, on any x86-64 CPU
     debug = True if args.debug else None  # None: MAMMOCAD_DEBUG decides
     with sigterm_as_interrupt():
         try:
