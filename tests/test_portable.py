@@ -9,48 +9,61 @@ makes a child take the code paths of an older CPU, as another machine would, and
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import pytest
 
 CHILD = textwrap.dedent(
     """
-    import hashlib, sys, tempfile
+    import hashlib, json, sys, tempfile, threading
     from pathlib import Path
 
+    import cv2
     import numpy as np
 
     from mammocad.augment import AugmentConfig, augment_image, image_rng
-    from mammocad.patches import PatchesConfig, make_full, make_patch
+    from mammocad.patches import PatchesConfig, make_full, make_patch, resize
     from mammocad.portable import portable_opencv
     from mammocad.sources.synthetic.design import SyntheticConfig, _plan
-    from mammocad.sources.synthetic.patient import _generate_patient
-    from mammocad.sources.synthetic.view import _render_view
     from mammocad.sources.synthetic.lesions import _draw_lesion
+    from mammocad.sources.synthetic.view import _render_view
 
-    if sys.argv[1] == "portable":
-        portable_opencv()
-    digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = SyntheticConfig(n_patients=4, image_height=384)
-        task = next(t for t in _plan(cfg, 7, Path(tmp)) if any(b.lesions for b in t.breasts))
-        rng = np.random.default_rng(3)
-        breast = next(b for b in task.breasts if b.lesions)
-        lesions = [_draw_lesion(rng, p, breast.kind, 384, 2, 0.05) for p in breast.lesions]
-        image, _, _ = _render_view(rng, 384, 240, breast.side, "MLO", 2, lesions)
-        digest.update(image.tobytes())
-        patches = PatchesConfig()
-        patch = make_patch(image[100:220, 40:150], patches)
-        full, _ = make_full(image, patches)
-        digest.update(patch.tobytes())
-        digest.update(full.tobytes())
-        augmented, _ = augment_image(patch, image_rng(5, "x"), AugmentConfig())
-        digest.update(augmented.tobytes())
-    print(digest.hexdigest())
+    def pixels():
+        digest = hashlib.sha256()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = SyntheticConfig(n_patients=4, image_height=384)
+            tasks = _plan(cfg, 7, Path(tmp))
+            task = next(t for t in tasks if any(b.lesions for b in t.breasts))
+            rng = np.random.default_rng(3)
+            breast = next(b for b in task.breasts if b.lesions)
+            lesions = [_draw_lesion(rng, p, breast.kind, 384, 2, 0.05) for p in breast.lesions]
+            image, _, _ = _render_view(rng, 384, 240, breast.side, "MLO", 2, lesions)
+            patches = PatchesConfig()
+            patch = make_patch(image[100:220, 40:150], patches)
+            full, _ = make_full(image, patches)
+            augmented, _ = augment_image(patch, image_rng(5, "x"), AugmentConfig())
+            # a film at CBIS-DDSM's size: OpenCV splits this resize among its threads
+            film = np.random.default_rng(0).integers(0, 65535, (4600, 2800), dtype=np.uint16)
+            down = resize(film, 256, 160)
+            for array in (image, patch, full, augmented, down):
+                digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    mode = sys.argv[1]
+    if mode == "late":  # an OpenCV operation runs before the call
+        cv2.resize(np.zeros((64, 64), np.float32), (32, 32))
+    kept_threads = portable_opencv() if mode in ("portable", "late") else None
+    other: list[str] = []
+    thread = threading.Thread(target=lambda: other.append(pixels()))
+    thread.start()
+    thread.join()
+    print(json.dumps({"main": pixels(), "thread": other[0], "kept_threads": kept_threads}))
     """
 )
 
@@ -60,7 +73,7 @@ OLDER_CPU = "SSE4_1,SSE4_2,AVX,FP16,AVX2,AVX512_SKX"
 CV_CPU_AVX2 = 11
 
 
-def _pixels_hash(mode: str, **env: str) -> str:
+def _pixels(mode: str, **env: str) -> dict:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
     environ.update(env)
     done = subprocess.run(
@@ -68,16 +81,25 @@ def _pixels_hash(mode: str, **env: str) -> str:
         env=environ,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return json.loads(done.stdout)
 
 
-def test_portable_pixels_are_the_same_on_an_older_cpu_and_without_ipp():
-    here = _pixels_hash("portable")
-    assert _pixels_hash("portable", OPENCV_CPU_DISABLE=OLDER_CPU) == here
-    assert _pixels_hash("portable", OPENCV_IPP="disabled") == here
+def test_portable_pixels_are_the_same_on_any_thread_on_an_older_cpu_and_without_ipp():
+    here = _pixels("portable")
+    assert here["kept_threads"] is True
+    # OpenCV's worker threads and other threads compute as the calling thread does
+    assert here["thread"] == here["main"]
+    for env in ({"OPENCV_CPU_DISABLE": OLDER_CPU}, {"OPENCV_IPP": "disabled"}):
+        assert _pixels("portable", **env)["main"] == here["main"], env
+
+
+def test_a_late_call_keeps_opencv_on_the_calling_thread():
+    late = _pixels("late")
+    assert late["kept_threads"] is False
+    assert late["main"] == _pixels("portable")["main"]
 
 
 @pytest.mark.skipif(
@@ -86,20 +108,51 @@ def test_portable_pixels_are_the_same_on_an_older_cpu_and_without_ipp():
 )
 def test_without_it_the_pixels_follow_the_cpu():
     # The reason for the module: OpenCV's default paths give other pixels on another CPU.
-    assert _pixels_hash("default") != _pixels_hash("default", OPENCV_CPU_DISABLE=OLDER_CPU)
+    default = _pixels("default")
+    assert default["main"] != _pixels("default", OPENCV_CPU_DISABLE=OLDER_CPU)["main"]
 
 
-def test_stages_and_the_command_line_use_it(tmp_path):
-    import stages.common as common
-    from mammocad.cli import main
+SET_UP = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    import cv2
 
-    try:
-        cv2.setUseOptimized(True)
-        common.start("portable-test")
-        assert not cv2.useOptimized()
-        cv2.setUseOptimized(True)
-        # a command that fails on its input (no training split here) after the set-up
-        assert main(["cv", "mobilenet_v2", "--project", str(tmp_path)]) == 1
-        assert not cv2.useOptimized()
-    finally:
-        cv2.setUseOptimized(True)
+    if sys.argv[1] == "stage":
+        import stages.common
+        stages.common.start("portable-test")
+    else:
+        from mammocad.cli import main
+        # a command that fails on its input (no training split here), after the set-up
+        assert main(["cv", "mobilenet_v2", "--project", sys.argv[2]]) == 1
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(cv2.ipp.useIPP()))
+    thread.start()
+    thread.join()
+    print(json.dumps({
+        "optimized": cv2.useOptimized(),
+        "ipp_env": os.environ.get("OPENCV_IPP"),
+        "ipp_new_thread": seen[0],
+        "threads": cv2.getNumThreads(),
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("entry", ["stage", "cli"])
+def test_stages_and_the_command_line_use_it(entry, tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SET_UP, entry, str(tmp_path)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["optimized"] is False
+    assert state["ipp_env"] == "disabled"
+    assert state["ipp_new_thread"] is False
+    # set up before any OpenCV work, so OpenCV keeps its worker threads
+    assert state["threads"] == cv2.getNumThreads()

@@ -10,19 +10,49 @@ them.
 :func:`portable_opencv` keeps OpenCV on the baseline code compiled into the wheel (SSE3
 on x86-64, the same on every such CPU) and turns IPP off. On two CPU cores this cost
 nothing in the data stages (they ran slightly faster).
+
+IPP needs care: ``cv2.setUseOptimized(False)`` turns it off for the calling thread only.
+OpenCV's own worker threads (it splits a large resize or blur into stripes) and any other
+thread read the process-wide setting, which OpenCV takes from ``OPENCV_IPP`` the first
+time an operation asks for it. Left at that, a stripe computed on a worker thread would go
+through IPP and one computed on the calling thread would not, so the pixels would depend
+on scheduling. :func:`portable_opencv` therefore sets ``OPENCV_IPP=disabled`` as well, and
+where OpenCV had already read it (some OpenCV operation ran earlier in the process) it
+keeps OpenCV's work on the calling thread instead (``cv2.setNumThreads(1)``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import cv2
 
 log = logging.getLogger(__name__)
 
 
-def portable_opencv() -> None:
+def _ipp_in_a_new_thread() -> bool:
+    """Whether a thread that never set IPP itself (as OpenCV's workers) would use it."""
+    seen: list[bool] = []
+    thread = threading.Thread(target=lambda: seen.append(bool(cv2.ipp.useIPP())))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def portable_opencv() -> bool:
     """Restricts OpenCV to its baseline code paths, without IPP, in this process and in
-    the processes it forks from now on. Call it before any image work."""
+    the processes it starts from now on. Call it before any image work.
+
+    Returns:
+        ``True`` if OpenCV keeps its worker threads; ``False`` where IPP had already been
+        switched on process-wide, so that OpenCV now works on the calling thread only.
+    """
+    os.environ["OPENCV_IPP"] = "disabled"
     cv2.setUseOptimized(False)
-    log.debug("OpenCV on its baseline code paths (IPP off): %s", not cv2.useOptimized())
+    if _ipp_in_a_new_thread():
+        cv2.setNumThreads(1)
+        log.debug("OpenCV had already enabled IPP process-wide: it now runs single-threaded")
+        return False
+    return True
