@@ -4,9 +4,9 @@ Each child process renders a synthetic mammogram (blurs, resizes, remaps), turns
 it into a patch and the whole into a down-sized film (the patches stage's resizes),
 augments the patch (warps) and down-sizes a film of CBIS-DDSM's size (a resize OpenCV
 splits among its worker threads), then prints a hash of all those pixels, computed once on
-its main thread and once on another. ``OPENCV_CPU_DISABLE`` makes a child take the code
-paths of an older CPU, as another machine would, and ``OPENCV_IPP=disabled`` turns IPP
-off.
+its main thread and once on another Python thread (which, like OpenCV's own workers, never
+set IPP itself). ``OPENCV_CPU_DISABLE`` makes a child take the code paths of an older CPU,
+as another machine would, and ``OPENCV_IPP=disabled`` turns IPP off.
 """
 
 from __future__ import annotations
@@ -65,7 +65,12 @@ CHILD = textwrap.dedent(
     thread = threading.Thread(target=lambda: other.append(pixels()))
     thread.start()
     thread.join()
-    print(json.dumps({"main": pixels(), "thread": other[0], "kept_threads": kept_threads}))
+    print(json.dumps({
+        "main": pixels(),
+        "thread": other[0],
+        "kept_threads": kept_threads,
+        "opencv_threads": cv2.getNumThreads(),
+    }))
     """
 )
 
@@ -101,6 +106,7 @@ def test_portable_pixels_are_the_same_on_any_thread_on_an_older_cpu_and_without_
 def test_a_late_call_keeps_opencv_on_the_calling_thread():
     late = _pixels("late")
     assert late["kept_threads"] is False
+    assert late["opencv_threads"] == 1
     assert late["main"] == _pixels("portable")["main"]
 
 
@@ -109,7 +115,8 @@ def test_a_late_call_keeps_opencv_on_the_calling_thread():
     reason="this CPU has no AVX2 path for OpenCV to leave",
 )
 def test_without_it_the_pixels_follow_the_cpu():
-    # The reason for the module: OpenCV's default paths give other pixels on another CPU.
+    # The reason for the module: OpenCV's default paths give other pixels on another CPU
+    # (with the pinned opencv-python-headless; another version may differ elsewhere).
     default = _pixels("default")
     assert default["main"] != _pixels("default", OPENCV_CPU_DISABLE=OLDER_CPU)["main"]
 

@@ -16,9 +16,15 @@ OpenCV's own worker threads (it splits a large resize or blur into stripes) and 
 thread read the process-wide setting, which OpenCV takes from ``OPENCV_IPP`` the first
 time an operation asks for it. Left at that, a stripe computed on a worker thread would go
 through IPP and one computed on the calling thread would not, so the pixels would depend
-on scheduling. :func:`portable_opencv` therefore sets ``OPENCV_IPP=disabled`` as well, and
-where OpenCV had already read it (some OpenCV operation ran earlier in the process) it
-keeps OpenCV's work on the calling thread instead (``cv2.setNumThreads(1)``).
+on scheduling. :func:`portable_opencv` therefore sets ``OPENCV_IPP=disabled`` as well and
+makes OpenCV read it at once (without its warning line on stderr). Where OpenCV had already
+read it (some OpenCV operation ran earlier in the process, as in a program that calls the
+command line's ``main``), that is too late: OpenCV's work is then kept on the calling
+thread (``cv2.setNumThreads(1)``), with a warning, but threads started afterwards, and the
+processes they fork, still use IPP. The stages and the command line call it first thing.
+
+Only OpenCV is covered. NumPy also picks code by CPU for some functions (``exp``, ``sin``,
+``cos`` have AVX-512 versions), which the data stages call too.
 """
 
 from __future__ import annotations
@@ -50,9 +56,20 @@ def portable_opencv() -> bool:
         switched on process-wide, so that OpenCV now works on the calling thread only.
     """
     os.environ["OPENCV_IPP"] = "disabled"
-    cv2.setUseOptimized(False)
-    if _ipp_in_a_new_thread():
+    # OpenCV reads OPENCV_IPP here, and warns on stderr that it disables IPP: that is what
+    # is asked for, so the warning is silenced.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        cv2.setUseOptimized(False)
+        ipp_elsewhere = _ipp_in_a_new_thread()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if ipp_elsewhere:
         cv2.setNumThreads(1)
-        log.debug("OpenCV had already enabled IPP process-wide: it now runs single-threaded")
+        log.warning(
+            "OpenCV ran before portable_opencv() and keeps IPP for new threads: its work now "
+            "stays on this thread, but threads started from here on may compute other pixels"
+        )
         return False
     return True
