@@ -88,7 +88,8 @@ def sweep(repo):
         "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
     }
     start = time.monotonic()
-    _run(repo, DVC, "queue", "start", "-j", "2", env=env)
+    # to a file, not a pipe: the workers it starts outlive it (see tiny_repo.run)
+    _run(repo, DVC, "queue", "start", "-j", "2", env=env, log=repo.parent / "queue-start.log")
     while True:
         states = _queue_states(repo)
         failed = [name for name, state in states.items() if state == "Failed"]

@@ -29,19 +29,34 @@ ENV = {
 }
 
 
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
     """Runs a command with the venv first on ``PATH``; returns its output, fails the test
-    with the output's tail if it exits non-zero."""
+    with the output's tail if it exits non-zero.
+
+    ``log``: write the output to this file instead of a pipe. A command that leaves a
+    daemon behind (``dvc queue start`` and its workers) keeps a pipe open for as long as the
+    daemon lives, and reading it to its end would wait for the daemon too.
+    """
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **ENV}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.update(env or {})
+    command = [str(a) for a in args]
+    if log is not None:
+        with open(log, "w") as out:
+            proc = subprocess.run(
+                command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                timeout=1200,
+            )  # fmt: skip
+        output = Path(log).read_text()
+        if proc.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed:\n{output[-8000:]}")
+        return output
     proc = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=1200,
-    )  # fmt: skip
+        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=1200
+    )
     if proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            f"{' '.join(command)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc.stdout + proc.stderr
 
