@@ -80,9 +80,16 @@ OLDER_CPU = "SSE4_1,SSE4_2,AVX,FP16,AVX2,AVX512_SKX"
 CV_CPU_AVX2 = 11
 
 
-def _pixels(mode: str, **env: str) -> dict:
+def _clean_environ(**env: str) -> dict[str, str]:
+    """This process's environment without OpenCV's settings (an in-process command line may
+    have set ``OPENCV_IPP``), plus ``env``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
     environ.update(env)
+    return environ
+
+
+def _pixels(mode: str, **env: str) -> dict:
+    environ = _clean_environ(**env)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode],
         env=environ,
@@ -149,7 +156,7 @@ SET_UP = textwrap.dedent(
 
 @pytest.mark.parametrize("entry", ["stage", "cli"])
 def test_stages_and_the_command_line_use_it(entry, tmp_path):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    environ = _clean_environ()
     done = subprocess.run(
         [sys.executable, "-c", SET_UP, entry, str(tmp_path)],
         env=environ,
