@@ -63,6 +63,9 @@ def main(backbone: str) -> None:
     train_info = read_metrics(at(layout.train_metrics(backbone)), ROOT)
     result["init"] = train_info["init"]
     result["best_epoch"] = train_info["best_epoch"]
+    # the parameters that trained (frozen layers excluded), as the training record counts
+    # them; the rebuilt model has every parameter trainable again
+    result["params_trainable"] = train_info["params_trainable"]
     write_metrics(at(layout.eval_metrics(backbone)), result, ROOT)
     write_curve(at(layout.roc_curve(backbone)), curves["roc"], "fpr", "tpr", backbone)
     write_curve(at(layout.pr_curve(backbone)), curves["pr"], "recall", "precision", backbone)
