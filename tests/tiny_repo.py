@@ -6,6 +6,7 @@ The model tests build their own DVC repositories from the project's ``dvc.yaml``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -41,24 +42,15 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None, log: Path | No
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.update(env or {})
     command = [str(a) for a in args]
-    if log is not None:
-        with open(log, "w") as out:
-            proc = subprocess.run(
-                command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                timeout=1200,
-            )  # fmt: skip
-        output = Path(log).read_text()
-        if proc.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed:\n{output[-8000:]}")
-        return output
-    proc = subprocess.run(
-        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=1200
-    )
+    with open(log, "w") if log is not None else contextlib.nullcontext() as out:
+        proc = subprocess.run(
+            command, cwd=cwd, env=full_env, text=True, timeout=1200,
+            stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    output = Path(log).read_text() if log is not None else proc.stdout
     if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(command)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout + proc.stderr
+        raise AssertionError(f"{' '.join(command)} failed:\n{output[-8000:]}")
+    return output
 
 
 def copy_tiny(work: Path, backbones: Sequence[str], **sections: dict) -> dict:
