@@ -15,13 +15,17 @@ model, no cropping, no stripes).
 Without ``--models``, a scratch MobileNet-v1 checkpoint like the default run's (128-px
 patches from 92-px crops of 768-pixel films, so a 4,736-pixel scan is brought down
 4.4-fold: 128 px for 92 × 4736 / 768 = 567 of its pixels) and a shallow CNN are written
-to a temporary folder: the cost does not depend on the weights. With ``--models models`` the default run's checkpoints
-are used.
+to a temporary folder: the cost does not depend on the weights, and without exported
+graphs the command runs them on PyTorch. With ``--models models`` the default run's
+checkpoints are used, and after ``dvc repro`` their ONNX graphs (``models/export/``), so the
+command runs on ONNX Runtime without importing PyTorch; ``--engine torch`` times the
+PyTorch path on the same models.
 
 The last lines are the ratio of the command's median time to the bare decode + heatmap,
 and the command's time and memory against the targets (4 s, 1.5 GiB).
 
-Usage: ``python benchmarks/bench_predict.py [--models DIR] [--image FILE] [--repeats 3]``.
+Usage: ``python benchmarks/bench_predict.py [--models DIR] [--image FILE] [--repeats 3]
+[--engine auto|onnx|torch]``.
 """
 
 from __future__ import annotations
@@ -83,12 +87,15 @@ TARGET_S = 4.0
 TARGET_GIB = 1.5
 
 
-def run_command(image: Path, models: Path, out: Path) -> tuple[float, float, float, dict]:
+def run_command(
+    image: Path, models: Path, out: Path, engine: str = "auto"
+) -> tuple[float, float, float, dict]:
     """Wall seconds, CPU seconds and peak RSS (GiB) of one ``mammocad predict`` process,
     and its JSON."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     cmd = [sys.executable, "-m", "mammocad.cli", "predict", str(image)]
     cmd += ["--out", str(out), "--models", str(models), "--params", str(out / "none.yaml")]
+    cmd += ["--engine", engine]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -102,22 +109,29 @@ def run_command(image: Path, models: Path, out: Path) -> tuple[float, float, flo
     return wall, cpu, usage.ru_maxrss / 2**20, result
 
 
-def import_seconds() -> float:
-    """Seconds a fresh interpreter takes to import what ``mammocad predict`` imports."""
+#: What ``mammocad predict`` imports to run the networks, by engine.
+ENGINE_IMPORTS = {"onnx": "onnxruntime", "torch": "mammocad.predict.networks"}
+
+
+def import_seconds(engine: str) -> float:
+    """Seconds a fresh interpreter takes to import what ``mammocad predict`` imports on an
+    engine: the command line, then ONNX Runtime or PyTorch with the networks' code."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     code = (
-        "import time; t = time.perf_counter(); import mammocad.cli; print(time.perf_counter() - t)"
+        "import time; t = time.perf_counter(); import mammocad.cli; "
+        f"import {ENGINE_IMPORTS[engine]}; print(time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     return float(out.stdout.strip())
 
 
-def breakdown(image: Path, models: Path, out: Path) -> dict[str, float]:
+def breakdown(image: Path, models: Path, out: Path, engine: str) -> dict[str, float]:
     """Seconds of each part of the command, run as :func:`mammocad.cli.run_predict` runs it."""
     from mammocad import cli
 
     args = cli.build_parser().parse_args(
         ["predict", str(image), "--models", str(models), "--params", str(out / "none.yaml")]
+        + ["--engine", engine]
     )
     t0 = time.perf_counter()
     predictor = cli._make_predictor(args)
@@ -142,6 +156,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
     args = parser.parse_args()
     # OpenCV as the command runs it (mammocad.cli.main does the same before any work), so
     # that the in-process parts below are timed on the same code paths
@@ -154,7 +169,7 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
-            runs.append((*run_command(image, models, tmp / "out"), load))
+            runs.append((*run_command(image, models, tmp / "out", args.engine), load))
             wall, cpu, rss, _, _ = runs[-1]
             print(f"  run: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.2f} GiB (load {load:.2f})")
         wall = statistics.median(r[0] for r in runs)
@@ -162,12 +177,13 @@ def main() -> None:
         rss = max(r[2] for r in runs)
         loads = ", ".join(f"{r[4]:.2f}" for r in runs)
         print(
-            f"predict, whole process: median {wall:.2f} s wall, {cpu:.2f} s CPU of "
-            f"{args.repeats}, peak {rss:.2f} GiB (load averages {loads})"
+            f"predict on {runs[-1][3]['engine']}, whole process: median {wall:.2f} s wall, "
+            f"{cpu:.2f} s CPU of {args.repeats}, peak {rss:.2f} GiB (load averages {loads})"
         )
-        imports = statistics.median(import_seconds() for _ in range(args.repeats))
-        print(f"  imports (fresh interpreter, median): {imports:.2f} s")
-        parts = breakdown(image, models, tmp)
+        engine = runs[-1][3]["engine"]
+        imports = statistics.median(import_seconds(engine) for _ in range(args.repeats))
+        print(f"  imports for {engine} (fresh interpreter, median): {imports:.2f} s")
+        parts = breakdown(image, models, tmp, args.engine)
         for name, seconds in parts.items():
             print(f"  {name}: {seconds:.2f} s")
         print(

@@ -119,11 +119,72 @@ def write_models(folder: Path, backbone: str, init: str) -> tuple[Path, Path]:
     return backbone_path, shallow_path
 
 
-def predict_case(folder: Path, backbone: str, init: str) -> dict[str, Any]:
-    """The summary of one case's prediction on :func:`fixed_image`."""
+def export_graphs(
+    backbone_path: Path,
+    shallow_path: Path | None,
+    image: np.ndarray,
+    patches: PatchesConfig,
+    work: Path,
+) -> None:
+    """Writes a checkpoint pair's ONNX graphs where ``mammocad predict`` looks for them, as
+    the ``export`` and ``export_shallow`` stages do, checked on patches and down-sized
+    copies of ``image`` (PNGs written to ``work``)."""
+    import pandas as pd
+
+    from mammocad.checkpoint import load_checkpoint, load_trained_backbone
+    from mammocad.deployed import export_folder
+    from mammocad.export.backbone import _halo
+    from mammocad.export.cam import write_cam, write_shallow
+    from mammocad.io import write_png
+    from mammocad.models.data import ImageSet
+    from mammocad.models.shallow import shallow_from_checkpoint
+    from mammocad.patches import make_full, make_patch
+
+    work.mkdir(parents=True, exist_ok=True)
+
+    def image_set(images: list[np.ndarray], name: str) -> ImageSet:
+        rows = []
+        for i, picture in enumerate(images):
+            write_png(work / f"{name}{i}.png", picture)
+            pathology = "MALIGNANT" if i % 2 else "BENIGN"
+            rows.append(
+                {
+                    "image_id": f"{name}{i}",
+                    "patient_id": f"P{i}",
+                    "pathology": pathology,
+                    "image_path": f"{name}{i}.png",
+                }
+            )
+        label = lambda row: int(row["pathology"] == "MALIGNANT")  # noqa: E731
+        return ImageSet(pd.DataFrame(rows), work, label)
+
+    h, w = image.shape
+    side = min(h, w) // 2
+    corners = ((0, 0), (h // 4, w // 4), (h - side, w - side), (h // 2 - side // 2, 0))
+    crops = [make_patch(image[y : y + side, x : x + side], patches) for y, x in corners]
+    model, ckpt = load_trained_backbone(backbone_path)
+    folder = export_folder(backbone_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    halo = _halo(backbone_path)
+    write_cam(model, ckpt, backbone_path, folder, image_set(crops, "patch"), 0.5, 17, 1e-4, halo)
+    if shallow_path is not None:
+        ckpt = load_checkpoint(shallow_path)
+        fulls = [make_full(picture, patches)[0] for picture in (image, image[::-1])]
+        folder = export_folder(shallow_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        shallow = shallow_from_checkpoint(ckpt)
+        write_shallow(shallow, ckpt, shallow_path, folder, image_set(fulls, "full"), 17, 1e-4)
+
+
+def predict_case(folder: Path, backbone: str, init: str, engine: str = "torch") -> dict[str, Any]:
+    """The summary of one case's prediction on :func:`fixed_image`, with the networks on
+    PyTorch or (``engine="onnx"``) on ONNX Runtime from their exported graphs."""
     from mammocad.predict import Predictor
 
     backbone_path, shallow_path = write_models(folder, backbone, init)
+    if engine == "onnx":
+        patches = PatchesConfig(image_size=PATCH_SIZE)
+        export_graphs(backbone_path, shallow_path, fixed_image(), patches, folder / "pngs")
     predictor = Predictor(
         backbone_path,
         shallow_path,
@@ -132,7 +193,9 @@ def predict_case(folder: Path, backbone: str, init: str) -> dict[str, Any]:
         PATCH_PX,
         threshold=THRESHOLD,
         tile_pixels=TILE_PIXELS,
+        engine=engine,
     )
+    assert predictor.engine == engine
     prediction = predictor.predict_image(fixed_image())
     result = prediction.result
     return {

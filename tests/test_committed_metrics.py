@@ -29,3 +29,25 @@ def test_evaluation_repeats_the_training_record(path):
     # holds
     if training["init"] != "scratch" and training["freeze"] == "default":
         assert training["params_trainable"] < training["params_total"]
+
+
+EXPORT = sorted((REPO / "metrics/export").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", EXPORT, ids=[p.stem for p in EXPORT])
+def test_exported_mobilenets_carry_the_graph_predict_runs(path):
+    """Each exported MobileNet has the class activation map graph of ``mammocad predict``
+    (``--engine onnx``), checked against PyTorch within ``export.fp32_tolerance``."""
+    import yaml
+
+    record = json.loads(path.read_text())
+    if not record["backbone"].startswith("mobilenet"):
+        pytest.skip(f"{record['backbone']} has no CAM head")
+    tolerance = yaml.safe_load((REPO / "params.yaml").read_text())["export"]["fp32_tolerance"]
+    assert record["files"]["cam"] == "cam.onnx"
+    check = record["checks"]["cam_onnx"]
+    assert 0 <= check["max_prob_diff"] <= tolerance
+    assert 0 <= check["max_map_diff"] <= tolerance
+    assert check["decision_agreement"] == 1.0
+    # the maps were checked on an input of another shape than the patches
+    assert check["mosaic_shape"] != record["input"]["shape"][2:]

@@ -26,7 +26,7 @@ from mammocad.localize import breast_mask
 from mammocad.models.backbones import build_model, get_spec
 from mammocad.models.shallow import ShallowCNN, ShallowConfig
 from mammocad.patches import PatchesConfig, resize
-from mammocad.predict import NotAMammogram, Predictor, load_image, stripe_pixels
+from mammocad.predict import NotAMammogram, Predictor, Unavailable, load_image, stripe_pixels
 from mammocad.predict.geometry import _widen
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -538,13 +538,16 @@ def test_predict_loads_no_library_it_does_not_use(models, tmp_path):
 # --------------------------------------------------------------------------- recorded answers
 
 
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
 @pytest.mark.parametrize("case", [f"{b}/{i}" for b, i in predict_reference.CASES])
-def test_predictions_match_the_recorded_reference(case, tmp_path):
+def test_predictions_match_the_recorded_reference(case, engine, tmp_path):
     """Probabilities, heatmap and regions equal those recorded from the implementation
-    that built the networks with torchvision/timm and ran batch normalisation apart."""
+    that built the networks with torchvision/timm and ran batch normalisation apart, on
+    PyTorch and on ONNX Runtime from the exported graphs (TensorFlow's padding included,
+    in stripes of other heights than the graph was traced at)."""
     expected = json.loads(predict_reference.REFERENCE.read_text())[case]
     backbone, init = case.split("/")
-    got = predict_reference.predict_case(tmp_path, backbone, init)
+    got = predict_reference.predict_case(tmp_path, backbone, init, engine)
     assert got["working_size"] == expected["working_size"]
     assert got["shallow"] == pytest.approx(expected["shallow"], abs=1e-6)
     assert got["heatmap_max"] == pytest.approx(expected["heatmap_max"], abs=1e-4)
@@ -557,3 +560,98 @@ def test_predictions_match_the_recorded_reference(case, tmp_path):
         assert ours["malignancy_probability"] == pytest.approx(
             theirs["malignancy_probability"], abs=1e-4
         )
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+@pytest.fixture(scope="module")
+def exported(models, tmp_path_factory) -> Path:
+    """A copy of the ``models`` pair with their ONNX graphs, as ``dvc repro`` leaves them."""
+    folder = tmp_path_factory.mktemp("exported")
+    for name in (f"{BACKBONE}.pt", "shallow_cnn.pt"):
+        shutil.copy(models / name, folder / name)
+    predict_reference.export_graphs(
+        folder / f"{BACKBONE}.pt",
+        folder / "shallow_cnn.pt",
+        _mammogram(),
+        PatchesConfig(),
+        tmp_path_factory.mktemp("pngs"),
+    )
+    return folder
+
+
+def test_predict_on_onnx_runtime_never_imports_torch(exported, tmp_path):
+    """With graphs made from the checkpoints, the command runs on ONNX Runtime and gives
+    the answers PyTorch gives; PyTorch is never imported."""
+    image = tmp_path / "m.png"
+    cv2.imwrite(str(image), _mammogram())
+    runs = {}
+    for engine in ("auto", "torch"):
+        out = tmp_path / engine
+        args = ["predict", str(image), "--out", str(out), "--models", str(exported)]
+        code = (
+            "import json, sys\n"
+            "from mammocad import cli\n"
+            f"rc = cli.main({[*args, '--backbone', BACKBONE, '--engine', engine]!r})\n"
+            "print(json.dumps([rc, 'torch' in sys.modules]))\n"
+        )
+        runs[engine] = fresh_interpreter(code, timeout=300)
+        runs[engine].append(json.loads((out / "m.json").read_text()))
+    (rc, torch_loaded, onnx), (rc_torch, _, reference) = runs["auto"], runs["torch"]
+    assert rc == rc_torch == 0
+    assert torch_loaded is False
+    assert onnx["engine"] == "onnx" and reference["engine"] == "torch"
+    assert onnx["shallow"]["cancer_probability"] == pytest.approx(SHALLOW_PROB, abs=1e-5)
+    assert onnx["heatmap_max"] == pytest.approx(reference["heatmap_max"], abs=1e-5)
+    assert [r["bbox"] for r in onnx["regions"]] == [r["bbox"] for r in reference["regions"]]
+    for ours, theirs in zip(onnx["regions"], reference["regions"], strict=True):
+        assert ours["malignancy_probability"] == pytest.approx(REGION_PROB, abs=1e-5)
+        assert ours["peak"] == pytest.approx(theirs["peak"], abs=1e-5)
+
+
+def test_graphs_are_used_only_for_the_weights_they_were_made_from(
+    exported, tmp_path, caplog, capsys
+):
+    """A retrained checkpoint makes its old graph stale: ``auto`` runs PyTorch and says
+    why, ``--engine onnx`` refuses with the file; a missing or unreadable record too."""
+    from mammocad.predict.predictor import load_networks
+
+    folder = tmp_path / "models"
+    shutil.copytree(exported, folder)
+    ckpt, shallow = folder / f"{BACKBONE}.pt", folder / "shallow_cnn.pt"
+    assert load_networks("auto", ckpt, shallow, "cam").engine == "onnx"
+    assert load_networks("torch", ckpt, shallow, "cam").engine == "torch"
+    # Grad-CAM is not what the graph computes
+    assert load_networks("auto", ckpt, shallow, "gradcam").engine == "torch"
+    with pytest.raises(Unavailable, match="compute CAM"):
+        load_networks("onnx", ckpt, shallow, "gradcam")
+
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["classifier.1.bias"] += 1.0
+    torch.save(state, ckpt)
+    with caplog.at_level("INFO", logger="mammocad.predict"):
+        assert load_networks("auto", ckpt, shallow, "cam").engine == "torch"
+    assert "made from other weights than" in caplog.text and str(ckpt) in caplog.text
+    with pytest.raises(Unavailable, match="made from other weights"):
+        load_networks("onnx", ckpt, shallow, "cam")
+    image = tmp_path / "m.png"
+    cv2.imwrite(str(image), _mammogram())
+    args = ["predict", str(image), "--out", str(tmp_path / "out"), "--models", str(folder)]
+    capsys.readouterr()
+    assert cli.main([*args, "--backbone", BACKBONE, "--engine", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: --engine onnx: {folder / 'export' / BACKBONE / 'cam.onnx'} was made" in err
+    record = folder / "export" / BACKBONE / "cam.json"
+    shutil.copytree(exported, folder, dirs_exist_ok=True)  # graphs and weights agree again
+    assert load_networks("onnx", ckpt, shallow, "cam").engine == "onnx"
+    record.write_text("{")
+    with pytest.raises(Unavailable, match=f"{record}: unreadable"):
+        load_networks("onnx", ckpt, shallow, "cam")
+    record.unlink()
+    with pytest.raises(Unavailable, match=f"{record} not found"):
+        load_networks("onnx", ckpt, shallow, "cam")
+    shutil.copytree(exported, folder, dirs_exist_ok=True)
+    (folder / "export" / "shallow_cnn" / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(Unavailable, match="model.onnx: not a loadable ONNX graph"):
+        load_networks("onnx", ckpt, shallow, "cam")

@@ -86,7 +86,8 @@ def checkpoint(entry: str) -> str:
 
 
 def export_folder(entry: str) -> str:
-    """The deployment files (ONNX, TorchScript, int8) of an exported entry."""
+    """The deployment files of an exported entry (ONNX, TorchScript, int8 and the CAM graph
+    of ``mammocad predict``), or of :data:`SHALLOW` (its ONNX graph)."""
     return f"models/export/{entry}"
 
 
@@ -171,6 +172,9 @@ def stage_files(stage: str, entry: str = "") -> StageFiles:
             (checkpoint(e), eval_metrics(e), SPLIT, AUGMENTED, PATCHES),
             (export_folder(e),),
             (export_metrics(e),),
+        ),
+        "export_shallow": StageFiles(
+            (checkpoint(SHALLOW), SPLIT, AUGMENTED, PATCHES), (export_folder(SHALLOW),)
         ),
         "localize": StageFiles(
             (checkpoint(e), checkpoint(SHALLOW), SHALLOW_METRICS, ENHANCED, PATCHES, SPLIT_TABLE),

@@ -33,12 +33,15 @@ from mammocad.io import atomic_file, write_json
 from mammocad.localize import METHODS
 from mammocad.patches import PatchesConfig
 from mammocad.predict import (
+    ENGINES,
     IMAGE_SUFFIXES,
     NotAMammogram,
     Predictor,
+    Unavailable,
     has_dicom_preamble,
     load_image,
 )
+from mammocad.predict.predictor import load_networks
 
 log = logging.getLogger("mammocad.cli")
 
@@ -240,6 +243,15 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", choices=METHODS, default="cam", help="cam (Grad-CAM where needed) or gradcam"
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="where the networks run: onnx (ONNX Runtime, the graphs `dvc repro` exports "
+        "to models/export/; no PyTorch, faster start), torch (PyTorch, the checkpoints), or "
+        "auto (onnx where the graphs were made from these checkpoints and the method is "
+        "cam, else torch; default)",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="regions reported (3)")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="heatmap level of a region (0.5)"
@@ -249,12 +261,24 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
 def _make_predictor(args: argparse.Namespace) -> Predictor:
     backbone_ckpt = args.models / f"{args.backbone}.pt"
     shallow_ckpt: Path | None = args.models / f"{SHALLOW}.pt"
-    checkpoints = [(backbone_ckpt, _read_config(backbone_ckpt))]
-    if shallow_ckpt.is_file():
-        checkpoints.append((shallow_ckpt, _read_config(shallow_ckpt)))
-    else:
+    if not shallow_ckpt.is_file():
         log.warning("%s not found: no shallow CNN probability", shallow_ckpt)
         shallow_ckpt = None
+    engine = getattr(args, "engine", "auto")
+    try:
+        networks = load_networks(engine, backbone_ckpt, shallow_ckpt, args.method)
+    except Unavailable as exc:
+        raise UsageError(f"--engine onnx: {exc.reason}") from None
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    if networks.engine == "onnx":  # the settings the graphs' records keep
+        checkpoints = [(backbone_ckpt, networks.settings)]
+        if shallow_ckpt is not None:
+            checkpoints.append((shallow_ckpt, networks.shallow_settings))
+    else:
+        checkpoints = [(backbone_ckpt, _read_config(backbone_ckpt))]
+        if shallow_ckpt is not None:
+            checkpoints.append((shallow_ckpt, _read_config(shallow_ckpt)))
     params = _read_params(args.params)
     enhance, enhance_from = resolve_section(
         EnhanceConfig, "enhance", checkpoints, params, args.params
@@ -294,6 +318,7 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
             top_k=args.top_k,
             threshold=args.threshold,
             image_px=image_px,
+            networks=networks,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None

@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mammocad.deployed import CAM_FILE
 from mammocad.evaluate import binary_metrics, model_file_mb
 from mammocad.experiment import read_split
+from mammocad.export.cam import write_cam
 from mammocad.export.config import (
     FP32_VARIANTS,
     INT8_FILE,
@@ -35,6 +37,8 @@ from mammocad.export.runners import (
 )
 from mammocad.export.writers import DeployModel, export_onnx, export_torchscript
 from mammocad.io import atomic_dir, write_json
+from mammocad.localize.maps import DEFAULT_HALO
+from mammocad.models.backbones import get_spec
 from mammocad.models.backbones.surgery import count_parameters
 from mammocad.models.data import ImageSet, label_malignant
 
@@ -207,7 +211,30 @@ def export_backbone(
             "checks": checks,
         }
         write_json(tmp / META_FILE, meta)
+        if checkpoint_path is not None and get_spec(backbone).head == "gap_linear":
+            log.info("%s: class activation map graph for mammocad predict", backbone)
+            checks["cam_onnx"] = write_cam(
+                model,
+                checkpoint,
+                checkpoint_path,
+                tmp,
+                test,
+                threshold,
+                cfg.opset,
+                cfg.fp32_tolerance,
+                _halo(checkpoint_path),
+            )
+            record["files"]["cam"] = CAM_FILE
     return record
+
+
+def _halo(checkpoint_path: Path) -> int:
+    """Rescaled rows of context a stripe of a striped CAM pass needs, as ``mammocad
+    predict`` computes it on PyTorch (:func:`mammocad.inference.cam_halo`)."""
+    from mammocad.checkpoint import load_trained_backbone
+    from mammocad.inference import build_architecture, cam_halo
+
+    return cam_halo(load_trained_backbone(checkpoint_path, build_architecture)[0]) or DEFAULT_HALO
 
 
 def _ratio(slow: dict[str, Any], fast: dict[str, Any]) -> float | None:

@@ -79,11 +79,27 @@ def _without_debug_records(archive: bytes) -> bytes:
     return out.getvalue()
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opset: int,
+    names: tuple[str, str] = ("patch", "probabilities"),
+    spatial: bool = False,
+) -> None:
     """Writes ``model`` as an ONNX graph with a dynamic batch axis, then validates it.
 
     Uses the TorchScript-based exporter, which writes a single self-contained file with
     batch norms folded into the convolutions, as mobile runtimes want.
+
+    Args:
+        model: the module to export, in eval mode.
+        example: an input batch it is traced on.
+        path: the file written.
+        opset: ONNX opset.
+        names: the graph's input and output names.
+        spatial: the input's height and width (and the output's last two axes) are
+            dynamic too, for fully convolutional graphs.
 
     Raises:
         RuntimeError: if the exporter fails or the graph does not pass ``onnx.checker``,
@@ -91,6 +107,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int)
     """
     import onnx
 
+    source, target = names
+    axes = {source: {0: "batch"}, target: {0: "batch"}}
+    if spatial:
+        axes = {
+            source: {0: "batch", 2: "height", 3: "width"},
+            target: {0: "batch", 2: "rows", 3: "cols"},
+        }
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -99,9 +122,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int)
                 (example,),
                 str(path),
                 dynamo=False,
-                input_names=["patch"],
-                output_names=["probabilities"],
-                dynamic_axes={"patch": {0: "batch"}, "probabilities": {0: "batch"}},
+                input_names=[source],
+                output_names=[target],
+                dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
             )

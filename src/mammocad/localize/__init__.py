@@ -44,76 +44,71 @@ The scores follow the weakly supervised localization literature: the pointing ga
 et al. 2016; a hit when the map's maximum lies in the lesion), and IoU and Dice of the
 thresholded map against the lesion mask, each next to its chance level.
 
-Modules: :mod:`~mammocad.localize.cam` (activation maps, CAM and Grad-CAM, whole or in
-stripes, and the rescaled network input), :mod:`~mammocad.localize.breast` (the breast
+Modules: :mod:`~mammocad.localize.maps` (the rescaled grid, stripes, and the heatmap from
+class activation maps, without a network library), :mod:`~mammocad.localize.cam`
+(activation maps in PyTorch, CAM and Grad-CAM, whole or in stripes, and the rescaled
+network input), :mod:`~mammocad.localize.breast` (the breast
 region and its box), :mod:`~mammocad.localize.heatmap` (full-resolution heatmaps per
 backbone), :mod:`~mammocad.localize.scoring` (pointing game, IoU, Dice, chance levels and
 their aggregates), :mod:`~mammocad.localize.regions` (top regions and FROC candidates),
 :mod:`~mammocad.localize.render` (overlays) and :mod:`~mammocad.localize.dataset` (the
 driver, :func:`localize_dataset`).
+
+Each name below loads its module on first use (:func:`__getattr__`), so that what needs no
+network library (the breast mask, regions, overlays, :mod:`~mammocad.localize.maps`) is
+had without importing PyTorch: ``mammocad predict`` on ONNX Runtime never loads it.
 """
 
-from mammocad.localize.breast import breast_box, breast_mask
-from mammocad.localize.cam import (
-    DEFAULT_HALO,
-    DEFAULT_MAX_PIXELS,
-    METHODS,
-    MIN_WORKING_SIDE,
-    PATCH_INPUT,
-    STRIDE_ALIGN,
-    ActivationMap,
-    Method,
-    activation_map,
-    to_input,
-    working_shape,
-)
-from mammocad.localize.dataset import LocalizeConfig, LocalizeResult, localize_dataset
-from mammocad.localize.heatmap import (
-    Heatmap,
-    backbone_heatmap,
-    compute_heatmap,
-    heatmap_method,
-    malignancy_heatmap,
-)
-from mammocad.localize.regions import candidate_hits, peak_candidates, top_regions
-from mammocad.localize.render import render_overlay
-from mammocad.localize.scoring import (
-    chance_levels,
-    localization_metrics,
-    overlap,
-    pointing_game,
-    score_heatmap,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_HALO",
-    "DEFAULT_MAX_PIXELS",
-    "METHODS",
-    "MIN_WORKING_SIDE",
-    "PATCH_INPUT",
-    "STRIDE_ALIGN",
-    "ActivationMap",
-    "Heatmap",
-    "LocalizeConfig",
-    "LocalizeResult",
-    "Method",
-    "activation_map",
-    "backbone_heatmap",
-    "breast_box",
-    "breast_mask",
-    "candidate_hits",
-    "chance_levels",
-    "compute_heatmap",
-    "heatmap_method",
-    "localization_metrics",
-    "localize_dataset",
-    "malignancy_heatmap",
-    "overlap",
-    "peak_candidates",
-    "pointing_game",
-    "render_overlay",
-    "score_heatmap",
-    "to_input",
-    "top_regions",
-    "working_shape",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the submodule defining it.
+_EXPORTS = {
+    "breast_box": "breast",
+    "breast_mask": "breast",
+    "DEFAULT_HALO": "maps",
+    "DEFAULT_MAX_PIXELS": "maps",
+    "METHODS": "maps",
+    "MIN_WORKING_SIDE": "maps",
+    "PATCH_INPUT": "maps",
+    "STRIDE_ALIGN": "maps",
+    "ActivationMap": "maps",
+    "Heatmap": "maps",
+    "Method": "maps",
+    "working_shape": "maps",
+    "activation_map": "cam",
+    "to_input": "cam",
+    "LocalizeConfig": "dataset",
+    "LocalizeResult": "dataset",
+    "localize_dataset": "dataset",
+    "backbone_heatmap": "heatmap",
+    "compute_heatmap": "heatmap",
+    "heatmap_method": "heatmap",
+    "malignancy_heatmap": "heatmap",
+    "candidate_hits": "regions",
+    "peak_candidates": "regions",
+    "top_regions": "regions",
+    "render_overlay": "render",
+    "chance_levels": "scoring",
+    "localization_metrics": "scoring",
+    "overlap": "scoring",
+    "pointing_game": "scoring",
+    "score_heatmap": "scoring",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

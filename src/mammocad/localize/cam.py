@@ -7,57 +7,44 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from mammocad.localize.maps import (
+    DEFAULT_HALO,
+    DEFAULT_MAX_PIXELS,
+    METHODS,
+    MIN_WORKING_SIDE,
+    PATCH_INPUT,
+    STRIDE_ALIGN,
+    ActivationMap,
+    Method,
+    check_method,
+    check_stride,
+    stripes,
+    unit_range,
+    working_shape,
+)
+
 log = logging.getLogger(__name__)
 
-Method = Literal["cam", "gradcam"]
-METHODS: tuple[str, ...] = ("cam", "gradcam")
-
-#: Side of the patches the backbones were trained on (paper §3.2).
-PATCH_INPUT = 224
-#: Rescaled sides are rounded to this multiple: the total stride of the backbones, so that
-#: every feature cell covers whole pixels and the grid spans the image uniformly.
-STRIDE_ALIGN = 32
-#: Smallest rescaled side: AlexNet's feature stack needs 63 pixels for one output cell.
-MIN_WORKING_SIDE = 64
-#: Pixels of the rescaled image above which the scale is reduced (with a warning): a full
-#: mammogram with small training crops would otherwise need tens of megapixels of memory.
-DEFAULT_MAX_PIXELS = 12_000_000
-#: Rows of context (in rescaled pixels) above and below each stripe of a striped CAM pass:
-#: more than half the receptive field of MobileNet-v1's last layer (315 px) and of
-#: MobileNet-v2's, so that a stripe's own feature rows see what they see in a whole pass.
-DEFAULT_HALO = 256
-
-
-# --------------------------------------------------------------------------- activation maps
-
-
-@dataclass(frozen=True)
-class ActivationMap:
-    """The class activation map of one image at the feature grid's resolution.
-
-    Attributes:
-        prob: ``(h, w)`` float32 map in [0, 1]: the per-location softmax of the CAMs
-            (method ``cam``) or the min-max scaled Grad-CAM (method ``gradcam``).
-        score: ``(h, w)`` float32 map before that scaling: the logit difference
-            ``CAM_1 − CAM_0`` (two classes; the target class's CAM minus the mean of the
-            others' in general) or ``ReLU(Σ α_k A_k)``.
-        logits: the network's own logits for the whole image.
-        method: ``"cam"`` or ``"gradcam"``.
-    """
-
-    prob: np.ndarray
-    score: np.ndarray
-    logits: np.ndarray
-    method: str
+#: Re-exported: the names the package's other modules and its users import from here.
+__all__ = [
+    "DEFAULT_HALO",
+    "DEFAULT_MAX_PIXELS",
+    "METHODS",
+    "MIN_WORKING_SIDE",
+    "PATCH_INPUT",
+    "STRIDE_ALIGN",
+    "ActivationMap",
+    "Method",
+    "activation_map",
+    "to_input",
+    "working_shape",
+]
 
 
 @contextlib.contextmanager
@@ -75,11 +62,6 @@ def _inference_state(model: nn.Module, freeze: bool) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown heatmap method {method!r}; valid: {', '.join(METHODS)}")
 
 
 def _cam(
@@ -145,7 +127,7 @@ def activation_map(
         ValueError: for an unknown method, a ``cam`` request on a head that is not global
             average pooling + one linear layer, or a batch of more than one image.
     """
-    _check_method(method)
+    check_method(method)
     if x.shape[0] != 1:
         raise ValueError(f"expected a batch of one image, got {x.shape[0]}")
     captured: dict[str, torch.Tensor] = {}
@@ -233,8 +215,6 @@ def _striped_cam(
     if not isinstance(classifier, nn.Linear):
         raise ValueError("CAM needs the classifier layer")
     h, w = work.shape
-    step = max(STRIDE_ALIGN, (tile_pixels // max(w, 1)) // STRIDE_ALIGN * STRIDE_ALIGN)
-    halo = -(-int(halo) // STRIDE_ALIGN) * STRIDE_ALIGN
     captured: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, output):
@@ -244,18 +224,11 @@ def _striped_cam(
     handle = target_layer.register_forward_hook(keep)
     try:
         with _inference_state(model, freeze=False), torch.no_grad():
-            for top in range(0, h, step):
-                bottom = min(h, top + step)
-                lo, hi = max(0, top - halo), min(h, bottom + halo)
+            for lo, hi, first, last in stripes(h, w, tile_pixels, halo):
                 x = to_input(work[lo:hi], mean, std).contiguous(memory_format=torch.channels_last)
                 model(x)
                 feats = captured.pop("a")
-                stride = (hi - lo) / feats.shape[2]
-                if stride != STRIDE_ALIGN:
-                    raise ValueError(
-                        f"striped CAM needs a feature stride of {STRIDE_ALIGN}, got {stride}"
-                    )
-                first, last = (top - lo) // STRIDE_ALIGN, (bottom - lo) // STRIDE_ALIGN
+                check_stride(hi - lo, feats.shape[2])
                 parts.append(feats[:, :, first:last].float())
                 del x, feats
             feats = torch.cat(parts, dim=2)
@@ -277,49 +250,9 @@ def to_input(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> 
     ``len(mean)`` channels and normalised per channel, as the training sets were
     (paper §3: inputs in "the same format that the network was initially trained on").
     """
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
-    if image.dtype == np.uint16:
-        full = 65535.0
-    elif image.dtype == np.uint8:
-        full = 255.0
-    else:
-        raise ValueError(f"expected a uint8 or uint16 image, got {image.dtype}")
     if len(mean) != len(std) or not mean:
         raise ValueError(f"mean and std must have the same non-zero length: {mean}, {std}")
-    x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / full)
+    x = torch.from_numpy(unit_range(image))
     m = torch.tensor([float(v) for v in mean]).view(-1, 1, 1)
     s = torch.tensor([float(v) for v in std]).view(-1, 1, 1)
     return ((x.expand(len(mean), *x.shape) - m) / s).unsqueeze(0)
-
-
-def working_shape(
-    shape: tuple[int, int], scale: float, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[int, int]:
-    """Rows and columns of an image rescaled by ``scale`` for the patch network.
-
-    Each side is rounded to a multiple of :data:`STRIDE_ALIGN` (at least
-    :data:`MIN_WORKING_SIDE`); when the result exceeds ``max_pixels`` the scale is reduced
-    to fit, with a warning, because lesions then appear smaller than in training.
-    """
-    if not scale > 0 or not math.isfinite(scale):
-        raise ValueError(f"scale must be a positive number, got {scale}")
-    h, w = shape
-    if h * w * scale * scale > max_pixels:
-        reduced = math.sqrt(max_pixels / (h * w))
-        log.warning(
-            "rescaling %d×%d by %.3f would give %.1f megapixels; using %.3f instead "
-            "(lesions appear %.0f%% of their training size)",
-            h,
-            w,
-            scale,
-            h * w * scale * scale / 1e6,
-            reduced,
-            100 * reduced / scale,
-        )
-        scale = reduced
-
-    def side(n: int) -> int:
-        return max(MIN_WORKING_SIDE, int(round(n * scale / STRIDE_ALIGN)) * STRIDE_ALIGN)
-
-    return side(h), side(w)

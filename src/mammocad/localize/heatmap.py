@@ -7,55 +7,27 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from mammocad.localize.breast import breast_mask
-from mammocad.localize.cam import (
+from mammocad.localize.cam import _striped_cam, activation_map, to_input
+from mammocad.localize.maps import (
     DEFAULT_HALO,
     DEFAULT_MAX_PIXELS,
     PATCH_INPUT,
+    Heatmap,
     Method,
-    _check_method,
-    _striped_cam,
-    activation_map,
-    to_input,
+    check_method,
+    full_resolution,
     working_shape,
 )
 from mammocad.models.backbones import get_module, get_spec
 from mammocad.patches import resize
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Heatmap:
-    """A full-resolution heatmap with how it was computed.
-
-    Attributes:
-        values: float32 map in [0, 1] of the input image's shape, zero outside the breast.
-        method: ``"cam"`` or ``"gradcam"``.
-        working_shape: rows and columns of the rescaled image the network saw.
-        scale: ``(rows, columns)`` factors from original to rescaled pixels.
-        logits: the network's logits for the whole rescaled image.
-        grid: rows and columns of the feature grid.
-        peak: the image's score: the map's maximum inside the breast, in [0, 1]. For CAM
-            the highest per-location malignant probability; for Grad-CAM, whose
-            ``values`` are stretched per image, ``g / (1 + g)`` of the unscaled map's
-            maximum ``g``, so that images compare.
-    """
-
-    values: np.ndarray
-    method: str
-    working_shape: tuple[int, int]
-    scale: tuple[float, float]
-    logits: np.ndarray
-    grid: tuple[int, int]
-    peak: float = float("nan")
 
 
 def compute_heatmap(
@@ -109,36 +81,14 @@ def compute_heatmap(
         x = to_input(work, mean, std).contiguous(memory_format=torch.channels_last)
         amap = activation_map(model, x, target_layer, classifier, method)
     del work
-    values = cv2.resize(amap.prob, (w, h), interpolation=cv2.INTER_LINEAR)
-    np.clip(values, 0.0, 1.0, out=values)
     if breast is None:
         breast = breast_mask(image)
-    elif breast.shape != image.shape:
-        raise ValueError(f"breast mask shape {breast.shape} differs from image {image.shape}")
-    values[~breast] = 0.0
-    peak = float(values.max())
-    if amap.method == "gradcam" and breast.any():
-        # Grad-CAM is a relative saliency: its range is stretched over the breast alone
-        inside = values[breast]
-        lo, hi = float(inside.min()), float(inside.max())
-        values[breast] = (inside - lo) / (hi - lo) if hi > lo else 0.0
-        raw = cv2.resize(amap.score, (w, h), interpolation=cv2.INTER_LINEAR)
-        top = max(0.0, float(raw[breast].max()))
-        peak = top / (1.0 + top)
-    return Heatmap(
-        values=values,
-        method=amap.method,
-        working_shape=(wh, ww),
-        scale=(wh / h, ww / w),
-        logits=amap.logits,
-        grid=amap.prob.shape,
-        peak=peak,
-    )
+    return full_resolution(amap, (h, w), breast, (wh, ww))
 
 
 def heatmap_method(backbone: str, method: Method = "cam") -> str:
     """The method actually used for a backbone: CAM where its head allows, else Grad-CAM."""
-    _check_method(method)
+    check_method(method)
     exact = get_spec(backbone).head == "gap_linear"
     return "cam" if method == "cam" and exact else "gradcam"
 

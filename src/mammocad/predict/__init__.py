@@ -11,8 +11,10 @@ localization always runs; the shallow probability is reported beside it rather t
 as a gate, so that a reader sees both.
 
 :mod:`~mammocad.predict.load` reads the files (and refuses what cannot be a mammogram),
-:mod:`~mammocad.predict.networks` rebuilds the networks from their checkpoints,
-:mod:`~mammocad.predict.predictor` runs them and draws the overlays, and
+:mod:`~mammocad.predict.runtime` runs the networks' exported graphs on ONNX Runtime,
+:mod:`~mammocad.predict.networks` rebuilds them from their checkpoints on PyTorch where the
+graphs are missing or stale, :mod:`~mammocad.predict.predictor` runs them and draws the
+overlays, and
 :mod:`~mammocad.predict.geometry` sizes the heatmap stripes and region crops.
 """
 
@@ -25,12 +27,15 @@ from mammocad.predict.load import (
     has_dicom_preamble,
     load_image,
 )
-from mammocad.predict.predictor import DEFAULT_TILE_PIXELS, Prediction, Predictor
+from mammocad.predict.predictor import DEFAULT_TILE_PIXELS, ENGINES, Prediction, Predictor
+from mammocad.predict.runtime import Unavailable
 
 __all__ = [
     "DEFAULT_TILE_PIXELS",
+    "ENGINES",
     "IMAGE_SUFFIXES",
     "SHALLOW",
+    "Unavailable",
     "NotAMammogram",
     "Prediction",
     "Predictor",

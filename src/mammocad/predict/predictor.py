@@ -1,4 +1,9 @@
-"""The trained framework of paper Fig. 1 applied to loaded mammograms: :class:`Predictor`."""
+"""The trained framework of paper Fig. 1 applied to loaded mammograms: :class:`Predictor`.
+
+The networks run on ONNX Runtime where the checkpoints' exported graphs stand for them
+(:mod:`mammocad.predict.runtime`), else on PyTorch (:class:`mammocad.predict.networks.
+TorchNetworks`); this module imports neither until a :class:`Predictor` is made.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mammocad.enhance import EnhanceConfig, apply_chain, validate
-from mammocad.inference import cam_halo, fuse_for_inference
-from mammocad.localize import (
-    DEFAULT_HALO,
-    DEFAULT_MAX_PIXELS,
-    Heatmap,
-    Method,
-    breast_box,
-    breast_mask,
-    compute_heatmap,
-    heatmap_method,
-    render_overlay,
-    to_input,
-    top_regions,
-    working_shape,
-)
-from mammocad.models.backbones import get_module, get_spec
-from mammocad.models.shallow import ShallowCNN
+from mammocad.localize.breast import breast_box, breast_mask
+from mammocad.localize.maps import DEFAULT_MAX_PIXELS, Heatmap, Method, check_method, working_shape
+from mammocad.localize.regions import top_regions
+from mammocad.localize.render import render_overlay
 from mammocad.patches import PatchesConfig, make_full, make_patch
 from mammocad.predict.geometry import _widen, stripe_pixels
 from mammocad.predict.load import check_image, load_image
-from mammocad.predict.networks import _backbone_model, _input_stats, _shallow_model
+from mammocad.predict.runtime import OnnxNetworks, Unavailable
 
 log = logging.getLogger("mammocad.predict")  # the package's logger, named in the log lines
 
@@ -44,6 +35,39 @@ log = logging.getLogger("mammocad.predict")  # the package's logger, named in th
 #: 12-megapixel cap then runs in two stripes (MobileNet-v1; three for v2) and peaks about
 #: 0.5 GB lower than in one pass, for about 8 % more computation.
 DEFAULT_TILE_PIXELS = 3_800_000
+
+#: Where the networks run: ``onnx`` (ONNX Runtime, the exported graphs; no PyTorch),
+#: ``torch`` (PyTorch, the checkpoints) or ``auto`` (``onnx`` where the graphs stand for
+#: the checkpoints and the method is CAM, else ``torch``, saying why).
+ENGINES = ("auto", "onnx", "torch")
+
+
+def load_networks(
+    engine: str, checkpoint_backbone: Path, checkpoint_shallow: Path | None, method: str
+) -> Any:
+    """The networks of two checkpoints on the engine asked for (see :data:`ENGINES`).
+
+    Raises:
+        ValueError: for an unknown engine.
+        Unavailable: ``onnx`` was asked for and the graphs cannot be used (the reason
+            names the file).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine != "torch":
+        if method != "cam":
+            why = f"the exported graphs compute CAM, not {method!r}"
+        else:
+            try:
+                return OnnxNetworks(checkpoint_backbone, checkpoint_shallow)
+            except Unavailable as exc:
+                why = exc.reason
+        if engine == "onnx":
+            raise Unavailable(why)
+        log.info("networks on PyTorch: %s", why)
+    from mammocad.predict.networks import TorchNetworks
+
+    return TorchNetworks(checkpoint_backbone, checkpoint_shallow, method)
 
 
 @dataclass
@@ -86,6 +110,12 @@ class Predictor:
         max_pixels: cap on the rescaled image's pixels.
         tile_pixels: most rescaled pixels the network sees at once, context rows included
             (CAM only; see :func:`stripe_pixels`); ``None``: the whole breast at once.
+        engine: where the networks run (:data:`ENGINES`); recorded in each result.
+        networks: the networks already loaded (:func:`load_networks`) for these
+            checkpoints, instead of loading them on ``engine``.
+
+    Raises:
+        Unavailable: ``engine="onnx"`` and the exported graphs cannot be used.
     """
 
     def __init__(
@@ -102,44 +132,37 @@ class Predictor:
         threshold: float = 0.5,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tile_pixels: int | None = DEFAULT_TILE_PIXELS,
+        engine: str = "auto",
+        networks: Any = None,
     ) -> None:
         if not patch_px > 0 or not math.isfinite(patch_px):
             raise ValueError(f"patch_px must be a positive number, got {patch_px}")
         if image_px is not None and not (image_px > 0 and math.isfinite(image_px)):
             raise ValueError(f"image_px must be a positive number, got {image_px}")
+        check_method(method)
         validate(enhance)
         self.enhance, self.patches, self.patch_px = enhance, patches, float(patch_px)
-        self.method, self.top_k, self.threshold = method, int(top_k), float(threshold)
+        self.top_k, self.threshold = int(top_k), float(threshold)
         self.max_pixels = int(max_pixels)
         self.tile_pixels = tile_pixels
         self.image_px = None if image_px is None else float(image_px)
         self.checkpoint_backbone = Path(checkpoint_backbone)
-        model, ckpt = _backbone_model(self.checkpoint_backbone)
-        self.backbone = str(ckpt["backbone"])
-        spec = get_spec(self.backbone)
-        # Batch norms and ReLU6 folded into the convolutions (MobileNets; outputs change by
-        # float rounding only), and channels-last, which runs depthwise convolutions about
-        # 1.6× faster on CPUs.
-        self.model = fuse_for_inference(model).to(memory_format=torch.channels_last)
-        # context rows of a heatmap stripe: half the network's receptive field
-        self.halo = cam_halo(self.model) or DEFAULT_HALO
-        self.mean, self.std = _input_stats(ckpt, (spec.mean, spec.std), self.checkpoint_backbone)
-        self.shallow: ShallowCNN | None = None
-        self.shallow_info: dict[str, Any] = {}
-        if checkpoint_shallow is not None:
-            self.shallow, sckpt = _shallow_model(Path(checkpoint_shallow))
-            self.shallow_mean, self.shallow_std = _input_stats(
-                sckpt, None, Path(checkpoint_shallow)
+        if networks is None:
+            networks = load_networks(
+                engine,
+                self.checkpoint_backbone,
+                None if checkpoint_shallow is None else Path(checkpoint_shallow),
+                method,
             )
-            self.shallow_info = {
-                "positive": (sckpt["config"].get("shallow") or {}).get("positive"),
-                "checkpoint": str(checkpoint_shallow),
-            }
+        self.networks = networks
+        self.backbone = self.networks.backbone
+        self.engine = self.networks.engine
         log.info(
-            "predictor: %s (%s), shallow CNN %s, patch_px %.1f%s",
+            "predictor: %s (%s) on %s, shallow CNN %s, patch_px %.1f%s",
             self.backbone,
-            method,
-            "on" if self.shallow is not None else "off",
+            self.networks.method,
+            self.engine,
+            "on" if self.networks.has_shallow else "off",
             self.patch_px,
             "" if self.image_px is None else f" of {self.image_px:.0f}-pixel films",
         )
@@ -159,7 +182,11 @@ class Predictor:
 
     # ----------------------------------------------------------------- parts
 
-    @torch.no_grad()
+    @property
+    def shallow(self) -> Any:
+        """The shallow CNN module on PyTorch, ``None`` without it or on ONNX Runtime."""
+        return getattr(self.networks, "shallow", None)
+
     def shallow_probability(self, enhanced: np.ndarray) -> tuple[float, bool]:
         """The shallow CNN's cancerous probability for an enhanced full image (Fig. 2).
 
@@ -169,14 +196,11 @@ class Predictor:
         Returns:
             The probability and whether the image was flipped.
         """
-        if self.shallow is None:
+        if not self.networks.has_shallow:
             raise RuntimeError("no shallow CNN checkpoint was given")
         small, flipped = make_full(enhanced, self.patches)
-        x = to_input(np.ascontiguousarray(small), self.shallow_mean, self.shallow_std)
-        prob = torch.softmax(self.shallow(x), dim=1)[0, 1]
-        return float(prob), bool(flipped)
+        return self.networks.shallow_probability(small), bool(flipped)
 
-    @torch.no_grad()
     def region_probabilities(self, enhanced: np.ndarray, boxes: list[list[int]]) -> list[float]:
         """The patch network's malignant probability on each box's crop, as in training.
 
@@ -192,11 +216,7 @@ class Predictor:
             ys = _widen(y0, y1, side, h)
             xs = _widen(x0, x1, side, w)
             patches.append(make_patch(enhanced[ys[0] : ys[1], xs[0] : xs[1]], self.patches))
-        x = torch.cat([to_input(p, self.mean, self.std) for p in patches])
-        x = x.contiguous(memory_format=torch.channels_last)
-        self.model.eval()
-        probs = torch.softmax(self.model(x), dim=1)[:, 1]
-        return [float(p) for p in probs]
+        return self.networks.patch_probabilities(patches)
 
     # ----------------------------------------------------------------- files
 
@@ -230,9 +250,13 @@ class Predictor:
         enhanced = apply_chain(image, self.enhance)
         t = lap("enhance", t)
         shallow = None
-        if self.shallow is not None:
+        if self.networks.has_shallow:
             prob, flipped = self.shallow_probability(enhanced)
-            shallow = {"cancer_probability": prob, "flipped": flipped, **self.shallow_info}
+            shallow = {
+                "cancer_probability": prob,
+                "flipped": flipped,
+                **self.networks.shallow_info,
+            }
             t = lap("shallow", t)
         heatmap, box = self.heatmap(enhanced, breast)
         t = lap("heatmap", t)
@@ -266,6 +290,7 @@ class Predictor:
             "image": {"height": h, "width": w},
             "backbone": self.backbone,
             "checkpoint": str(self.checkpoint_backbone),
+            "engine": self.engine,
             "method": heatmap.method,
             "patch_px": round(patch_px, 3),
             "training_scale": {"patch_px": self.patch_px, "image_px": self.image_px},
@@ -310,24 +335,15 @@ class Predictor:
             working_shape((h, w), scale, self.max_pixels)  # logs the reduction
             scale = math.sqrt(self.max_pixels / (h * w))
         box = breast_box(breast, margin=round(patch_px / 2))
-        spec = get_spec(self.backbone)
-        method = heatmap_method(self.backbone, self.method)
         # the factor as mammocad.localize.backbone_heatmap forms it from patch_px
         scale = self.patches.image_size / (self.patches.image_size / scale)
         rows, cols = working_shape(enhanced[box].shape, scale, self.max_pixels)
-        crop = compute_heatmap(
-            self.model,
+        crop = self.networks.heatmap(
             enhanced[box],
             scale,
-            self.mean,
-            self.std,
-            get_module(self.model, spec.cam_target_layer),
-            get_module(self.model, spec.classifier),
-            method,  # type: ignore[arg-type]
-            breast=breast[box],
-            max_pixels=self.max_pixels,
-            tile_pixels=stripe_pixels(rows, cols, self.tile_pixels, self.halo),
-            halo=self.halo,
+            breast[box],
+            self.max_pixels,
+            stripe_pixels(rows, cols, self.tile_pixels, self.networks.halo),
         )
         values = np.zeros((h, w), np.float32)
         values[box] = crop.values
