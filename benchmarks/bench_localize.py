@@ -141,29 +141,27 @@ def main() -> None:
         print(header)
         for backbone in args.backbones:
             ckpt, shallow = checkpoints(folder, backbone, args.patch_px)
-            predictor = Predictor(ckpt, shallow, EnhanceConfig(), PatchesConfig(), args.patch_px)
+            predictor = Predictor(
+                ckpt, shallow, EnhanceConfig(), PatchesConfig(), args.patch_px, engine="torch"
+            )
+            nets = predictor.networks  # the PyTorch networks, timed bare below
             first_predict, warm_predict = timed(
                 lambda p=predictor: p.predict_file(path), args.repeats
             )
-            model = predictor.model
+            model = nets.model
             wh, ww = working_shape(image.shape, 224 / args.patch_px)
-            x = to_input(resize(enhanced, wh, ww), predictor.mean, predictor.std)
+            x = to_input(resize(enhanced, wh, ww), nets.mean, nets.std)
             x = x.contiguous(memory_format=torch.channels_last)
 
             def bare(model=model, x=x):
                 with torch.no_grad():
                     model(x)
 
-            def heat(predictor=predictor, backbone=backbone):
+            def heat(nets=nets, backbone=backbone):
                 return backbone_heatmap(
-                    predictor.model,
-                    backbone,
-                    enhanced,
-                    args.patch_px,
-                    predictor.mean,
-                    predictor.std,
+                    nets.model, backbone, enhanced, args.patch_px, nets.mean, nets.std,
                     breast=breast,
-                )
+                )  # fmt: skip
 
             forward_s, heatmap_s = interleaved(bare, heat, args.repeats)
             method = heat().method
