@@ -627,12 +627,29 @@ def test_graphs_are_used_only_for_the_weights_they_were_made_from(
     with pytest.raises(Unavailable, match="compute CAM"):
         load_networks("onnx", ckpt, shallow, "gradcam")
 
+    # the shallow graph takes other sizes than it was traced at, as the network does
+    onnx_nets, torch_nets = (load_networks(e, ckpt, shallow, "cam") for e in ("onnx", "torch"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch_nets.shallow.classifier.weight.normal_()  # an output that depends on the input
+    small = _mammogram(96, 64, seed=5)
+    state = torch.load(shallow, weights_only=True)
+    state["model"] = torch_nets.shallow.state_dict()
+    torch.save(state, shallow)
+    predict_reference.export_graphs(ckpt, shallow, _mammogram(), PatchesConfig(), tmp_path / "p")
+    onnx_nets, torch_nets = (load_networks(e, ckpt, shallow, "cam") for e in ("onnx", "torch"))
+    for picture in (small, _mammogram(160, 96, seed=6)):
+        expected = torch_nets.shallow_probability(picture)
+        assert 0.01 < expected < 0.99
+        assert onnx_nets.shallow_probability(picture) == pytest.approx(expected, abs=1e-5)
+
     state = torch.load(ckpt, weights_only=True)
     state["model"]["classifier.1.bias"] += 1.0
     torch.save(state, ckpt)
     with caplog.at_level("INFO", logger="mammocad.predict"):
         assert load_networks("auto", ckpt, shallow, "cam").engine == "torch"
-    assert "made from other weights than" in caplog.text and str(ckpt) in caplog.text
+    stale = [r for r in caplog.records if "made from other weights than" in r.message]
+    assert stale and stale[0].levelname == "WARNING" and str(ckpt) in stale[0].message
     with pytest.raises(Unavailable, match="made from other weights"):
         load_networks("onnx", ckpt, shallow, "cam")
     image = tmp_path / "m.png"
@@ -645,13 +662,26 @@ def test_graphs_are_used_only_for_the_weights_they_were_made_from(
     record = folder / "export" / BACKBONE / "cam.json"
     shutil.copytree(exported, folder, dirs_exist_ok=True)  # graphs and weights agree again
     assert load_networks("onnx", ckpt, shallow, "cam").engine == "onnx"
+    valid = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in valid.items() if k != "halo"}))
+    with pytest.raises(Unavailable, match=f"{record}: 'halo' missing"):
+        load_networks("onnx", ckpt, shallow, "cam")
     record.write_text("{")
     with pytest.raises(Unavailable, match=f"{record}: unreadable"):
         load_networks("onnx", ckpt, shallow, "cam")
     record.unlink()
-    with pytest.raises(Unavailable, match=f"{record} not found"):
+    with pytest.raises(Unavailable, match=f"{record} not found") as absent:
         load_networks("onnx", ckpt, shallow, "cam")
+    assert absent.value.absent
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mammocad.predict"):
+        assert load_networks("auto", ckpt, shallow, "cam").engine == "torch"
+    assert [r.levelname for r in caplog.records if "not found" in r.message] == ["INFO"]
     shutil.copytree(exported, folder, dirs_exist_ok=True)
     (folder / "export" / "shallow_cnn" / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(Unavailable, match="model.onnx: not a loadable ONNX graph"):
         load_networks("onnx", ckpt, shallow, "cam")
+    # an MLflow model has no graphs: refused before anything is downloaded
+    uri = ["--model", "models:/mammocad-x@champion", "--engine", "onnx"]
+    assert cli.main(["predict", str(image), "--out", str(tmp_path / "o2"), *uri]) == 1
+    assert "an MLflow model (--model) holds no ONNX graphs" in capsys.readouterr().err

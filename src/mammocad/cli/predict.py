@@ -248,8 +248,8 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
         choices=ENGINES,
         default="auto",
         help="where the networks run: onnx (ONNX Runtime, the graphs `dvc repro` exports "
-        "to models/export/; no PyTorch, faster start), torch (PyTorch, the checkpoints), or "
-        "auto (onnx where the graphs were made from these checkpoints and the method is "
+        "to <--models>/export/; no PyTorch, faster start), torch (PyTorch, the checkpoints), "
+        "or auto (onnx where the graphs were made from these checkpoints and the method is "
         "cam, else torch; default)",
     )
     parser.add_argument("--top-k", type=int, default=3, help="regions reported (3)")
@@ -265,6 +265,9 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
         log.warning("%s not found: no shallow CNN probability", shallow_ckpt)
         shallow_ckpt = None
     engine = getattr(args, "engine", "auto")
+    if getattr(args, "model", None) is not None:  # an MLflow model: checkpoints only
+        log.info("networks on PyTorch: an MLflow model (--model) holds no ONNX graphs")
+        engine = "torch"
     try:
         networks = load_networks(engine, backbone_ckpt, shallow_ckpt, args.method)
     except Unavailable as exc:
@@ -394,6 +397,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _predict_files(args: argparse.Namespace) -> int:
     if args.model is not None:
+        if getattr(args, "engine", "auto") == "onnx":
+            raise UsageError("--engine onnx: an MLflow model (--model) holds no ONNX graphs")
         args.models, args.backbone = _fetch_model(args)
     backbone_ckpt = args.models / f"{args.backbone}.pt"
     if not backbone_ckpt.is_file():

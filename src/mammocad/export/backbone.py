@@ -84,14 +84,18 @@ def export_backbone(
         test: test patches, grey in [0, 1], with labels.
         threshold: the decision threshold chosen on validation by ``evaluate``.
         cfg: export settings.
-        out_dir: directory that receives the four files; written atomically (a failed
-            export leaves the previous directory as it was).
+        out_dir: directory that receives the four files, and for a backbone with a CAM
+            head the class activation map graph of ``mammocad predict`` and its record
+            (:func:`mammocad.export.cam.write_cam`); written atomically (a failed export
+            leaves the previous directory as it was).
         seed: picks the calibration subset.
-        checkpoint_path: the checkpoint file, for its size.
+        checkpoint_path: the checkpoint file, for its size and for the CAM graph's record
+            (its hash); without it no CAM graph is written.
 
     Returns:
         A JSON-ready record: files and sizes, quantization, per-variant checks and
-        latencies, and the int8 speed-up over eager PyTorch.
+        latencies, and the int8 speed-up over eager PyTorch; with a CAM graph, ``files.cam``
+        and its checks ``checks.cam_onnx``.
 
     Raises:
         ValueError: if the sets are not grey [0, 1] patches of one shape.
@@ -210,7 +214,6 @@ def export_backbone(
             "normalisation_in_graph": {"mean": norm["mean"], "std": norm["std"]},
             "checks": checks,
         }
-        write_json(tmp / META_FILE, meta)
         if checkpoint_path is not None and get_spec(backbone).head == "gap_linear":
             log.info("%s: class activation map graph for mammocad predict", backbone)
             checks["cam_onnx"] = write_cam(
@@ -224,7 +227,8 @@ def export_backbone(
                 cfg.fp32_tolerance,
                 _halo(checkpoint_path),
             )
-            record["files"]["cam"] = CAM_FILE
+            record["files"]["cam"] = CAM_FILE  # the same dict as meta's
+        write_json(tmp / META_FILE, meta)
     return record
 
 

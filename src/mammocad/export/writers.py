@@ -85,7 +85,7 @@ def export_onnx(
     path: Path,
     opset: int,
     names: tuple[str, str] = ("patch", "probabilities"),
-    spatial: bool = False,
+    axes: dict[str, dict[int, str]] | None = None,
 ) -> None:
     """Writes ``model`` as an ONNX graph with a dynamic batch axis, then validates it.
 
@@ -98,8 +98,8 @@ def export_onnx(
         path: the file written.
         opset: ONNX opset.
         names: the graph's input and output names.
-        spatial: the input's height and width (and the output's last two axes) are
-            dynamic too, for fully convolutional graphs.
+        axes: the dynamic axes of each name (``torch.onnx.export``'s ``dynamic_axes``);
+            default: the batch axis of both.
 
     Raises:
         RuntimeError: if the exporter fails or the graph does not pass ``onnx.checker``,
@@ -108,12 +108,8 @@ def export_onnx(
     import onnx
 
     source, target = names
-    axes = {source: {0: "batch"}, target: {0: "batch"}}
-    if spatial:
-        axes = {
-            source: {0: "batch", 2: "height", 3: "width"},
-            target: {0: "batch", 2: "rows", 3: "cols"},
-        }
+    if axes is None:
+        axes = {source: {0: "batch"}, target: {0: "batch"}}
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

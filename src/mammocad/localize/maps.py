@@ -1,9 +1,9 @@
 """The parts of a heatmap that need no network library: the rescaled grid, the stripes of a
 striped pass, the map from class activation maps, and the full-resolution heatmap.
 
-PyTorch (:mod:`mammocad.localize.cam`) and ONNX Runtime (:mod:`mammocad.predict.onnx`) run
-the network; both hand their class activation maps to the functions here, so that the two
-give one heatmap by one rule.
+PyTorch (:mod:`mammocad.localize.cam`) and ONNX Runtime (:mod:`mammocad.predict.runtime`)
+run the network; both rescale, cut stripes and bring the map to full resolution with the
+functions here, so that the two give one heatmap by one rule.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Paper Fig. 1: a pre-processed full mammogram goes to the shallow CNN (normal vs cancerous,
 Fig. 2) and to the fine-tuned MobileNet patch network, whose class activation map
-localizes masses in the full image. :class:`Predictor` loads both trained checkpoints
-once and, for each file, repeats the training preprocessing exactly (same enhancement
-chain with the full-image tile grid, same down-sizing and orientation for the shallow CNN,
-same normalisation from the checkpoints), then reports the shallow CNN's probability and
+localizes masses in the full image. :class:`Predictor` loads both trained networks once
+(their ONNX graphs where these were exported from the checkpoints, else the checkpoints)
+and, for each file, repeats the training preprocessing exactly (same enhancement chain with
+the full-image tile grid, same down-sizing and orientation for the shallow CNN, same
+normalisation as in training), then reports the shallow CNN's probability and
 the strongest heatmap regions with bounding boxes in the original image's pixels. The
 localization always runs; the shallow probability is reported beside it rather than used
 as a gate, so that a reader sees both.

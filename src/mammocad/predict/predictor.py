@@ -56,15 +56,17 @@ def load_networks(
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if engine != "torch":
         if method != "cam":
-            why = f"the exported graphs compute CAM, not {method!r}"
+            problem = Unavailable(f"the exported graphs compute CAM, not {method!r}", True)
         else:
             try:
                 return OnnxNetworks(checkpoint_backbone, checkpoint_shallow)
             except Unavailable as exc:
-                why = exc.reason
+                problem = exc
         if engine == "onnx":
-            raise Unavailable(why)
-        log.info("networks on PyTorch: %s", why)
+            raise problem
+        # a stale or broken graph costs the command seconds: worth a warning
+        level = logging.INFO if problem.absent else logging.WARNING
+        log.log(level, "networks on PyTorch: %s", problem.reason)
     from mammocad.predict.networks import TorchNetworks
 
     return TorchNetworks(checkpoint_backbone, checkpoint_shallow, method)
@@ -112,7 +114,7 @@ class Predictor:
             (CAM only; see :func:`stripe_pixels`); ``None``: the whole breast at once.
         engine: where the networks run (:data:`ENGINES`); recorded in each result.
         networks: the networks already loaded (:func:`load_networks`) for these
-            checkpoints, instead of loading them on ``engine``.
+            checkpoints and ``method``, instead of loading them on ``engine``.
 
     Raises:
         Unavailable: ``engine="onnx"`` and the exported graphs cannot be used.
@@ -156,6 +158,7 @@ class Predictor:
             )
         self.networks = networks
         self.backbone = self.networks.backbone
+        self.method = self.networks.method  # ``cam`` or ``gradcam``, as the head allows
         self.engine = self.networks.engine
         log.info(
             "predictor: %s (%s) on %s, shallow CNN %s, patch_px %.1f%s",

@@ -19,8 +19,8 @@ linear layer's weights). It serves both uses of the patch network:
 * a patch's probability: global average pooling and the linear layer commute, so the
   spatial mean of a patch's maps is the network's logits.
 
-The shallow CNN's graph maps a grey image ``(1, 1, H, W)`` in [0, 1] to the probabilities
-of its two classes.
+The shallow CNN's graph maps grey images ``(B, 1, H, W)`` in [0, 1], of any size (the
+network ends in global pooling), to the probabilities of its two classes.
 """
 
 from __future__ import annotations
@@ -60,11 +60,16 @@ PATCH_BATCH = 32
 
 
 class Unavailable(Exception):
-    """The ONNX graphs cannot stand for the checkpoints; ``reason`` says why, in one line."""
+    """The ONNX graphs cannot stand for the checkpoints; ``reason`` says why, in one line.
 
-    def __init__(self, reason: str) -> None:
+    ``absent`` is true where no graph was exported (nothing is wrong: PyTorch runs), false
+    where one is there but stale or unreadable (worth a warning).
+    """
+
+    def __init__(self, reason: str, absent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.absent = absent
 
 
 def onnx_files(checkpoint: Path, graph_name: str, meta_name: str) -> tuple[Path, dict[str, Any]]:
@@ -78,7 +83,7 @@ def onnx_files(checkpoint: Path, graph_name: str, meta_name: str) -> tuple[Path,
     graph, meta_path = folder / graph_name, folder / meta_name
     for path in (graph, meta_path):
         if not path.is_file():
-            raise Unavailable(f"{path} not found")
+            raise Unavailable(f"{path} not found ({_absent_because(folder)})", absent=True)
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -86,13 +91,28 @@ def onnx_files(checkpoint: Path, graph_name: str, meta_name: str) -> tuple[Path,
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise Unavailable(f"{meta_path}: record format {found!r}, expected {FORMAT}")
-    made_from = (meta.get("checkpoint") or {}).get("sha256")
-    if made_from != file_sha256(checkpoint):
+    ckpt = meta.get("checkpoint")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config", {}), dict):
+        raise Unavailable(f"{meta_path}: no 'checkpoint' record")
+    if ckpt.get("sha256") != file_sha256(checkpoint):
         raise Unavailable(
             f"{graph} was made from other weights than {checkpoint} (rerun `dvc repro` to "
             "export the checkpoint again)"
         )
     return graph, meta
+
+
+def _absent_because(folder: Path) -> str:
+    if (folder / "model.onnx").is_file():  # exported, without a graph for predict
+        return "the backbone's head is not global average pooling + one linear layer"
+    return "`dvc repro` writes it for the entries of export.backbones with a CAM head"
+
+
+def _field(meta: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    value = meta.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Unavailable(f"{path}: {key!r} missing or not {kind.__name__}")
+    return value
 
 
 def checkpoint_settings(meta: dict[str, Any]) -> dict[str, Any]:
@@ -134,9 +154,10 @@ class OnnxNetworks:
 
     def __init__(self, checkpoint_backbone: Path, checkpoint_shallow: Path | None) -> None:
         graph, meta = onnx_files(Path(checkpoint_backbone), CAM_FILE, CAM_META)
-        self.backbone = str(meta["backbone"])
+        record = graph.with_name(CAM_META)
+        self.backbone = _field(meta, "backbone", str, record)
         self.method = "cam"
-        self.halo = int(meta["halo"])
+        self.halo = _field(meta, "halo", int, record)
         self.settings = checkpoint_settings(meta)
         self.shallow_settings: dict[str, Any] | None = None
         self.shallow_info: dict[str, Any] = {}
