@@ -69,7 +69,12 @@ def test_export_stage_and_deployment_report(repo):
             "model.int8.onnx",
             "model.torchscript.pt",
             "model.json",
+            "cam.onnx",
+            "cam.json",
         }
+        assert record["files"]["cam"] == "cam.onnx"
+        assert record["checks"]["cam_onnx"]["max_prob_diff"] < 1e-4
+        assert record["checks"]["cam_onnx"]["max_map_diff"] < 1e-4
         assert record["checks"]["onnx"]["max_prob_diff"] < 1e-4
         assert record["checks"]["onnx"]["decision_agreement"] == 1.0
         assert record["quantization"]["method"] == "static"
@@ -77,6 +82,9 @@ def test_export_stage_and_deployment_report(repo):
         ev = json.loads((repo / f"metrics/eval/{name}.json").read_text())
         assert record["threshold"] == ev["threshold"]
         assert record["eager"]["accuracy"] == pytest.approx(ev["test"]["accuracy"], abs=1e-6)
+    shallow = json.loads((repo / "models/export/shallow_cnn/model.json").read_text())
+    assert shallow["checks"]["max_prob_diff"] < 1e-4
+    assert shallow["checks"]["max_prob_diff_other_size"] < 1e-4
     text = (repo / "reports/deployment.md").read_text()
     assert "| MobileNet-v1 | 3.21 |" in text and "| MobileNet-v2 | 2.23 |" in text
     assert (repo / "reports/deployment.png").is_file()
