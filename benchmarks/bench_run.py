@@ -36,9 +36,12 @@ DATA_STAGES = ("download", "convert", "enhance", "patches", "split", "augment")
 def _part(stage: str) -> str:
     if stage in DATA_STAGES:
         return "data stages"
-    return {"train_shallow": "shallow CNN", "localize": "localization"}.get(
-        stage, stage.split("@")[0]
-    )
+    named = {
+        "train_shallow": "shallow CNN",
+        "localize": "localization",
+        "export_shallow": "export",
+    }
+    return named.get(stage, stage.split("@")[0])
 
 
 def stage_starts(lines: list[str], day: datetime) -> list[tuple[str, datetime]]:
