@@ -96,6 +96,16 @@ def _checkpoint_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]
     }
 
 
+def _check_within(graph: str, worst: float, tolerance: float) -> None:
+    """Fails the export of a graph whose probabilities differ from PyTorch's by more than
+    ``tolerance``: it does not compute the model."""
+    if worst > tolerance:
+        raise RuntimeError(
+            f"{graph} differs from PyTorch by {worst:.3g} in probability "
+            f"(> export.fp32_tolerance {tolerance})"
+        )
+
+
 def _tiled(patches: ImageSet, rows: int, cols: int) -> torch.Tensor:
     """A ``rows × cols`` mosaic of the first patches: a larger, non-square test input."""
     n = rows * cols
@@ -169,11 +179,7 @@ def write_cam(
     checks["max_map_diff"] = float(np.abs(got - expected).max())
     checks["mosaic_shape"] = list(mosaic.shape[2:])
     worst = max(checks["max_prob_diff"], checks["max_map_diff"])
-    if worst > tolerance:
-        raise RuntimeError(
-            f"{backbone}: {CAM_FILE} differs from PyTorch by {worst:.3g} in probability "
-            f"(> export.fp32_tolerance {tolerance})"
-        )
+    _check_within(f"{backbone}: {CAM_FILE}", worst, tolerance)
     classes = int(cam.bias.numel())
     record = {
         "format": FORMAT,
@@ -240,11 +246,7 @@ def write_shallow(
     checks["max_prob_diff_other_size"] = float(np.abs(run(larger.numpy())[:, 1] - expected).max())
     checks["other_size"] = list(larger.shape[2:])
     worst = max(checks["max_prob_diff"], checks["max_prob_diff_other_size"])
-    if worst > tolerance:
-        raise RuntimeError(
-            f"shallow CNN: {SHALLOW_FILE} differs from PyTorch by {worst:.3g} in probability "
-            f"(> export.fp32_tolerance {tolerance})"
-        )
+    _check_within(f"shallow CNN: {SHALLOW_FILE}", worst, tolerance)
     record = {
         "format": FORMAT,
         "backbone": checkpoint["backbone"],
