@@ -185,6 +185,41 @@ def test_quantization_methods(trained, exported, tmp_path):
         E.quantize_onnx(out / "model.onnx", tmp_path / "s.onnx", "static", [])
 
 
+def _int8_weight_extremes(path: Path) -> tuple[int, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    values = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(path)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4  # conv weights
+    ]
+    assert values, f"{path.name}: no int8 convolution weights"
+    return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_reduce_range_keeps_weights_in_seven_bits(trained, exported, tmp_path, method):
+    """7-bit weights reach at most ±64; the full range is used without it, and the record
+    says which was done, as the export's metrics do."""
+    _, _, calibration, _, _ = trained
+    _, out = exported
+    calib = E.calibration_batches(calibration, 8, seed=0) if method == "static" else None
+    low, high = {}, {}
+    for reduce in (True, False):
+        path = tmp_path / f"{method}-{reduce}.onnx"
+        info = E.quantize_onnx(out / "model.onnx", path, method, calib, reduce_range=reduce)
+        assert info["method"] == method and info["reduce_range"] is reduce
+        low[reduce], high[reduce] = _int8_weight_extremes(path)
+    assert low[True] >= -64 and high[True] <= 64
+    assert min(low[False], -high[False]) < -64  # per-channel scales use the full 8 bits
+
+
+def test_export_records_reduce_range(exported):
+    record, _ = exported
+    assert record["quantization"]["reduce_range"] is True  # ExportConfig's default
+
+
 def test_compare_value_table():
     ref = np.array([0.1, 0.4, 0.6, 0.9])
     probs = np.array([0.1, 0.55, 0.58, 0.9])
@@ -235,6 +270,9 @@ def test_deployment_report(exported):
     text = deployment_markdown(table, "synthetic")
     assert "| MobileNet-v2 | 2.23 |" in text
     assert "2 CPU thread(s)" in text and "12 test patches" in text
+    assert "The int8 weights are 7-bit" in text  # other carries the same quantization record
+    mean_diff = round(record["checks"]["onnx_int8"]["mean_prob_diff"], 4)
+    assert row["mean_diff_int8"] == mean_diff and f"| {mean_diff:g} |" in text
 
 
 def test_cli_export_errors_name_the_problem(tmp_path, capsys):

@@ -130,6 +130,7 @@ def export_backbone(
             calib,
             cfg.calibration_method,
             cfg.per_channel,
+            cfg.reduce_range,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice

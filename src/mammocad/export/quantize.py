@@ -47,6 +47,7 @@ def quantize_onnx(
     calibration: Sequence[np.ndarray] | None,
     calibration_method: str = "minmax",
     per_channel: bool = True,
+    reduce_range: bool = False,
 ) -> dict[str, Any]:
     """Writes an int8 version of an FP32 ONNX graph.
 
@@ -64,10 +65,13 @@ def quantize_onnx(
             ``static``. ``auto`` without them quantizes dynamically.
         calibration_method: ``minmax``, ``entropy`` or ``percentile``.
         per_channel: per-channel weight scales.
+        reduce_range: 7-bit weights (int8 values in [-64, 64]), which the uint8 × int8
+            products of x86 CPUs without VNNI cannot saturate
+            (:class:`~mammocad.export.config.ExportConfig`).
 
     Returns:
         ``{"method", "fallback_reason", "calibration_images", "calibration_method",
-        "per_channel"}``: what was actually done.
+        "per_channel", "reduce_range"}``: what was actually done.
 
     Raises:
         ValueError: for ``static`` without calibration data.
@@ -90,6 +94,7 @@ def quantize_onnx(
         "calibration_images": 0,
         "calibration_method": None,
         "per_channel": per_channel,
+        "reduce_range": reduce_range,
     }
     with tempfile.TemporaryDirectory(prefix="mammocad-quant-") as tmp, _quiet_quantizer():
         prepared = Path(tmp) / "prepared.onnx"
@@ -109,6 +114,7 @@ def quantize_onnx(
                     weight_type=QuantType.QInt8,
                     calibrate_method=_CALIBRATION[calibration_method](CalibrationMethod),
                     nodes_to_exclude=keep_float,
+                    reduce_range=reduce_range,
                     extra_options={"CalibTensorRangeSymmetric": False},
                 )
                 info.update(
@@ -128,7 +134,11 @@ def quantize_onnx(
             info["fallback_reason"] = "no calibration images"
         try:
             quantize_dynamic(
-                str(prepared), str(int8_path), per_channel=per_channel, weight_type=QuantType.QInt8
+                str(prepared),
+                str(int8_path),
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                weight_type=QuantType.QInt8,
             )
         except Exception as exc:  # reported with the file's name
             raise RuntimeError(

@@ -47,11 +47,12 @@ def deployment_table(exports: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                 "auc_onnx": _r(checks["onnx"]["roc_auc"], 3),
                 "auc_int8": _r(checks["onnx_int8"]["roc_auc"], 3),
                 "agree_int8": _r(checks["onnx_int8"]["decision_agreement"], 3),
+                "mean_diff_int8": _r(checks["onnx_int8"]["mean_prob_diff"], 4),
                 "max_diff_int8": _r(checks["onnx_int8"]["max_prob_diff"], 4),
                 "max_diff_fp32": _r(
                     max(checks["onnx"]["max_prob_diff"], checks["torchscript"]["max_prob_diff"]), 7
                 ),
-                "prob_range": _r(e["eager"]["prob_max"] - e["eager"]["prob_min"], 4),
+                "reduce_range": e["quantization"].get("reduce_range"),
                 "threads": e["threads"],
                 "n_test": e["n_test"],
             }
@@ -75,14 +76,14 @@ def deployment_markdown(table: pd.DataFrame, source: str) -> str:
     )
     acc = (
         "| CNN | Acc eager | Acc ORT FP32 | Acc int8 | AUC eager | AUC ORT FP32 | AUC int8 | "
-        "int8 decisions agreeing | int8 max prob diff | FP32 max prob diff | "
-        "eager prob range |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "int8 decisions agreeing | int8 mean prob diff | int8 max prob diff | "
+        "FP32 max prob diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     acc += "\n".join(
         f"| {r['cnn']} | {_fmt(r['acc_eager'])} | {_fmt(r['acc_onnx'])} | "
         f"{_fmt(r['acc_int8'])} | {_fmt(r['auc_eager'])} | {_fmt(r['auc_onnx'])} | "
-        f"{_fmt(r['auc_int8'])} | {_fmt(r['agree_int8'])} | {_fmt(r['max_diff_int8'])} | "
-        f"{_fmt(r['max_diff_fp32'])} | {_fmt(r['prob_range'])} |"
+        f"{_fmt(r['auc_int8'])} | {_fmt(r['agree_int8'])} | {_fmt(r['mean_diff_int8'])} | "
+        f"{_fmt(r['max_diff_int8'])} | {_fmt(r['max_diff_fp32'])} |"
         for r in table.to_dict("records")
     )
     text = [
@@ -105,10 +106,28 @@ def deployment_markdown(table: pd.DataFrame, source: str) -> str:
         "",
         "At the decision threshold `evaluate` chose on the validation split. TorchScript "
         "matches PyTorch to within the FP32 difference shown (see `metrics/export.json`). "
-        "The eager probability range (max − min over the test patches) says how much room "
-        "the model leaves between patches: where it is small, int8 rounding errors far "
-        "smaller than one percentage point still move patches across the threshold.",
+        "The probability differences are those of the malignant class against PyTorch, "
+        "patch by patch; an int8 patch whose probability lands on the other side of the "
+        "threshold is a decision that does not agree. " + _weights_sentence(table),
         "",
         acc,
     ]
     return "\n".join(text) + "\n"
+
+
+def _weights_sentence(table: pd.DataFrame) -> str:
+    """How the int8 weights were stored (``export.reduce_range``), and why it matters."""
+    reduced = set(table["reduce_range"]) if len(table) else set()
+    if not reduced or None in reduced:  # exports recorded before the setting existed
+        return ""
+    if reduced == {True}:
+        return (
+            "The int8 weights are 7-bit (`export.reduce_range`), so that x86 CPUs without "
+            "VNNI do not saturate their 8-bit products."
+        )
+    if reduced == {False}:
+        return (
+            "The int8 weights use all 8 bits (`export.reduce_range: false`): on x86 CPUs "
+            "without VNNI their products can saturate, and the differences grow."
+        )
+    return "Weight ranges differ between the exports (`export.reduce_range` of each run)."
