@@ -26,7 +26,7 @@ from mammocad.experiment import EvaluateParams
 from mammocad.inference import build_architecture, fuse_for_inference
 from mammocad.io import write_csv, write_json
 from mammocad.layout import at
-from mammocad.localize import LocalizeConfig, localize_dataset
+from mammocad.localize import LocalizeConfig, localize_dataset, report_overlay_ids
 from mammocad.localize.heatmap import heatmap_method
 from mammocad.localize.shallow import shallow_heatmap, shallow_maps
 from mammocad.system import (
@@ -102,7 +102,7 @@ def main() -> None:
     shown = at(layout.REPORT_OVERLAYS)
     shutil.rmtree(shown, ignore_errors=True)
     shown.mkdir(parents=True)
-    for image_id in result.lesion_images["image_id"][: cfg.report_overlays]:
+    for image_id in report_overlay_ids(result.lesion_images, cfg.report_overlays):
         shutil.copy2(at(layout.LOCALIZED) / f"{image_id}.png", shown / f"{image_id}.png")
     write_json(at(layout.LOCALIZE_METRICS), metrics)
     write_csv(

@@ -452,3 +452,20 @@ def test_shallow_cams_span_an_input_the_grid_does_not_tile(tmp_path):
     assert cam.shape == (66, 42)  # the grid covers 64 × 40 pixels, its edges the rest
     np.testing.assert_array_equal(cam[64:], np.repeat(cam[63:64], 2, axis=0))
     np.testing.assert_array_equal(cam[:, 40:], np.repeat(cam[:, 39:40], 2, axis=1))
+
+
+def test_report_overlays_show_hits_and_misses_of_each_pathology():
+    frame = pd.DataFrame(
+        {
+            "image_id": ["c", "a", "b", "d", "e", "f", "g"],
+            "pathology": ["BENIGN", "BENIGN", "MALIGNANT", "MALIGNANT", "MALIGNANT", "BENIGN",
+                          "MALIGNANT"],
+            "hit": [False, False, True, True, False, True, True],
+        }
+    )  # fmt: skip
+    # hits (malignant, benign), then misses (malignant, benign); first by id in each
+    assert L.report_overlay_ids(frame, 4) == ["b", "f", "e", "a"]
+    assert L.report_overlay_ids(frame, 6) == ["b", "f", "e", "a", "d", "c"]
+    assert L.report_overlay_ids(frame, 20) == ["b", "f", "e", "a", "d", "c", "g"]
+    assert L.report_overlay_ids(frame[frame["hit"]], 2) == ["b", "f"]
+    assert L.report_overlay_ids(frame, 0) == []

@@ -83,6 +83,7 @@ _EXPORTS = {
     "LocalizeConfig": "dataset",
     "LocalizeResult": "dataset",
     "localize_dataset": "dataset",
+    "report_overlay_ids": "dataset",
     "backbone_heatmap": "heatmap",
     "compute_heatmap": "heatmap",
     "heatmap_method": "heatmap",

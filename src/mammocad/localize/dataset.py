@@ -38,7 +38,7 @@ class LocalizeConfig:
         threshold: heatmap level above which a pixel counts as lesion (IoU, Dice, boxes).
         top_k: suspicious regions drawn per overlay.
         report_overlays: overlays copied to ``reports/localize/`` (the rest stay in
-            ``data/localize/``).
+            ``data/localize/``), chosen by :func:`report_overlay_ids`.
         froc_candidates: candidate marks taken from each heatmap for the FROC curve
             (:func:`peak_candidates`); enough that the curve reaches 4 false positives per
             image.
@@ -81,6 +81,35 @@ class LocalizeResult:
     images: pd.DataFrame
     candidates: pd.DataFrame
     lesions: pd.DataFrame
+
+
+def report_overlay_ids(lesion_images: pd.DataFrame, n: int) -> list[str]:
+    """The images whose overlays go into the report: hits and misses of each pathology.
+
+    Groups the images with lesions by pointing-game outcome and pathology (hits first,
+    malignant before benign), then takes one image from each group in turn, the first by
+    id in each, until ``n`` are taken, so the report shows where the map works and where it
+    does not rather than whichever cases sort first.
+
+    Args:
+        lesion_images: ``LocalizeResult.lesion_images`` (``image_id``, ``pathology``,
+            ``hit``).
+        n: how many to take; fewer if there are fewer images.
+    """
+    frame = lesion_images.sort_values("image_id")
+    groups = [
+        list(group["image_id"])
+        for _, group in sorted(
+            frame.groupby(["hit", "pathology"], sort=False),
+            key=lambda item: (not item[0][0], str(item[0][1]) != "MALIGNANT", str(item[0][1])),
+        )
+    ]
+    picked: list[str] = []
+    while len(picked) < n and any(groups):
+        for group in groups:
+            if group and len(picked) < n:
+                picked.append(group.pop(0))
+    return picked
 
 
 def localize_dataset(
