@@ -296,10 +296,24 @@ def test_unusable_outputs_are_refused_before_any_work(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mobilenet_v1.pt").write_bytes(b"not read before --out is checked")
     (tmp_path / "taken").write_text("an existing file")
-    for out, words in ((tmp_path / "taken", "existing file"), (Path("/proc/mammocad-out"), "")):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, words in (
+        (tmp_path / "taken", "existing file"),
+        (Path("/proc/mammocad-out"), ""),
+        (tmp_path / "dangling", "which does not exist"),
+        (tmp_path / "dangling" / "sub", "symbolic link"),
+    ):
         proc = _run(tmp_path, "-m", "mammocad.cli", "predict", str(image), "--out", str(out))
         line = _one_line(proc, "mammocad predict")
         assert "--out" in line and str(out) in line and words in line
+    # export and plots check theirs the same way, before loading a checkpoint or DVC
+    proc = _run(tmp_path, "-m", "mammocad.cli", "export", str(tmp_path / "models" /
+                "mobilenet_v1.pt"), "--out", str(tmp_path / "taken"))  # fmt: skip
+    assert "existing file" in _one_line(proc, "mammocad export")
+    proc = _run(tmp_path, "-m", "mammocad.cli", "plots", "-o", str(tmp_path / "taken"))
+    assert "existing file" in _one_line(proc, "mammocad plots")
+    proc = _run(tmp_path, "-m", "mammocad.cli", "plots", "--write-template", str(tmp_path))
+    assert "is a folder, not a file" in _one_line(proc, "mammocad plots")
     # The stages check their outputs the same way: data/raw under a file named data.
     project = _project(tmp_path, {"synthetic": {"n_patients": 1, "image_height": 256}})
     (project / "data").write_text("a file where the data folder should be")
@@ -486,3 +500,22 @@ def test_pool_workers_end_quietly_under_the_sigterm_handler(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["328350", "60", "-15"]  # every child ended by SIGTERM
     assert "Traceback" not in proc.stderr and "Terminated" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_outputs_are_as_readable_as_the_umask_allows(
+    tmp_path, monkeypatch, umask, file_mode, dir_mode
+):
+    """Outputs are built under temporary names, which tempfile makes private (0600, 0700);
+    renamed into place, they must have the mode any other file would, or the other users
+    of a shared data or model folder could not read them."""
+    from mammocad import io as mio
+
+    monkeypatch.setattr(mio, "_UMASK", umask)
+    mio.write_json(tmp_path / "a.json", {"x": 1})
+    with mio.atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "inside.txt").write_text("x")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == dir_mode

@@ -80,14 +80,19 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         The path.
 
     Raises:
-        OutputError: if ``path`` is an existing file, or it or its nearest existing parent
-            is not a writable folder.
+        OutputError: if ``path`` is an existing file or a broken symbolic link (or lies
+            under one), or it or its nearest existing parent is not a writable folder.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is an existing file, not a folder")
     probe = path
     while not probe.exists():
+        if probe.is_symlink():  # a link to nowhere: neither a folder nor creatable as one
+            raise OutputError(
+                f"{what} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+                "which does not exist"
+            )
         if probe.parent == probe:
             break
         probe = probe.parent
@@ -100,6 +105,20 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         raise OutputError(
             f"{what} {path}: cannot write in {probe} ({exc.strerror or exc})"
         ) from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """Checks that ``path`` can be written as a file, before any work.
+
+    Raises:
+        OutputError: if ``path`` is a folder, or its folder cannot be made or written
+            (see :func:`check_output_dir`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder, not a file")
+    check_output_dir(path.parent, f"{what} {path}: its folder")
     return path
 
 

@@ -22,6 +22,26 @@ import numpy as np
 import pandas as pd
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The umask at import (a process-wide setting, read once: setting it to read it is not
+#: safe while other threads create files).
+_UMASK = _process_umask()
+
+
+def _usual_mode(path: str | os.PathLike, directory: bool) -> None:
+    """Gives a temporary file or folder the mode ``open`` or ``mkdir`` would have.
+
+    ``tempfile`` makes them private (0600, 0700); renamed into place they would keep it,
+    and other users of a shared data or model folder could not read the outputs.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The SHA-256 of a file, as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -36,11 +56,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a fresh temporary directory that replaces ``target`` on success.
 
     On an exception the temporary directory is removed and ``target`` is left as it was.
+    The folder gets the mode ``mkdir`` would give it (the umask's), not ``mkdtemp``'s 0700.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        _usual_mode(tmp, directory=True)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -56,12 +78,16 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-    """Opens a temporary file beside ``target`` and renames it over ``target`` on success."""
+    """Opens a temporary file beside ``target`` and renames it over ``target`` on success.
+
+    The file gets the mode ``open`` would give it (the umask's), not ``mkstemp``'s 0600.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
     try:
+        _usual_mode(tmp, directory=False)
         with open(tmp, mode) as fh:
             yield fh
         os.replace(tmp, target)

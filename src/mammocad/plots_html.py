@@ -95,7 +95,6 @@ def write_template(path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as fh:
         fh.write(offline_template().encode("utf-8"))
-    path.chmod(0o644)  # a page to read, not the private temporary file it was written as
     return path
 
 

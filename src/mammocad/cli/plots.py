@@ -19,6 +19,7 @@ from mammocad.cli.common import (
     _read_params,
 )
 from mammocad.entries import SHALLOW
+from mammocad.errors import check_output_dir, check_output_file
 
 log = logging.getLogger("mammocad.cli")
 
@@ -101,8 +102,10 @@ def run_plots(args: argparse.Namespace) -> int:
     from mammocad.plots_html import show, write_template
 
     if args.write_template is not None:
+        check_output_file(args.write_template, "--write-template")
         sys.stdout.write(f"{write_template(args.write_template)}\n")
         return 0
+    check_output_dir(args.out, "--out")
     project = args.project.resolve()
     params = _read_params(project / "params.yaml") or {}
     backbones = (params.get("finetune") or {}).get("backbones") or []
