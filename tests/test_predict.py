@@ -390,6 +390,53 @@ def test_cli_exit_codes_for_empty_inputs_and_missing_models(models, in_tmp, caps
         cli.main(["frobnicate"])
 
 
+def test_a_named_file_that_is_refused_sets_the_exit_status(models, in_tmp, capsys):
+    """A mistyped name among good ones must not pass unnoticed by a script: exit 2, the
+    others still processed; the same file found in a folder is only listed (exit 0)."""
+    good = in_tmp / "good.png"
+    cv2.imwrite(str(good), _mammogram(seed=3))
+    assert _predict(models, in_tmp / "out", good, in_tmp / "typo.png") == 2
+    assert (in_tmp / "out" / "good.json").is_file()
+    assert f"{in_tmp / 'typo.png'}: " in capsys.readouterr().err
+    (in_tmp / "inbox").mkdir()
+    shutil.copy(good, in_tmp / "inbox" / "good.png")
+    _colour_png(in_tmp / "inbox" / "colour.png")
+    assert _predict(models, in_tmp / "out2", in_tmp / "inbox") == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--threshold", "nan"], "--threshold: the threshold must be a number in (0, 1)"),
+        (["--threshold", "0"], "--threshold: the threshold must be a number in (0, 1)"),
+        (["--threshold", "1.5"], "--threshold: the threshold must be a number in (0, 1)"),
+        (["--backbone", "../models/mobilenet_v1"], "a checkpoint name in --models"),
+        (["--backbone", ""], "a checkpoint name in --models"),
+        (["--params", "nowhere.yaml"], "--params nowhere.yaml: params file not found"),
+    ],
+)
+def test_arguments_that_cannot_describe_a_run_are_refused_first(
+    models, in_tmp, capsys, extra, words
+):
+    image = in_tmp / "a.png"
+    cv2.imwrite(str(image), _mammogram())
+    assert _predict(models, in_tmp / "out", image, extra=extra) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (in_tmp / "out").exists()  # refused before anything was read or written
+
+
+def test_an_image_whose_overlay_cannot_be_written_leaves_no_result(models, in_tmp, capsys):
+    image = in_tmp / "a.png"
+    cv2.imwrite(str(image), _mammogram())
+    out = in_tmp / "out"
+    (out / "a_overlay.png").mkdir(parents=True)  # a folder where the overlay goes
+    assert _predict(models, out, image) == 1
+    assert not (out / "a.json").exists()
+    assert "a.png: failed" in capsys.readouterr().err
+    assert list(pd.read_csv(out / "skipped.csv")["file"]) == [str(image)]
+
+
 def test_settings_prefer_checkpoints_then_params(tmp_path):
     params = {"enhance": {"chain": ["median"]}, "patches": {"full_height": 128}}
     stored = {"config": {"patches": {"full_width": 96}}, "metrics": {}}

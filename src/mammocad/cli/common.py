@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,19 @@ def _read_config(path: Path) -> dict[str, Any]:
     return {"config": data.get("config") or {}, "metrics": data.get("metrics") or {}}
 
 
-def _read_params(path: Path) -> dict[str, Any] | None:
+def check_threshold(value: Any, where: str) -> float:
+    """A threshold on a probability or a heatmap level: a finite number in (0, 1)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and 0 < value < 1):
+        raise UsageError(f"{where}: the threshold must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _read_params(path: Path, required: bool = False) -> dict[str, Any] | None:
+    """The params file as a mapping; ``None`` if it is absent and not ``required``."""
     if not path.is_file():
+        if required:
+            raise UsageError(f"{path}: params file not found")
         return None
     try:
         with open(path) as fh:

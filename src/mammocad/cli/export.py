@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from mammocad.cli.common import (
     Command,
     UsageError,
     _read_params,
+    check_threshold,
 )
 from mammocad.config import ConfigError, from_dict
+from mammocad.errors import check_output_dir
 from mammocad.io import write_json
 
 log = logging.getLogger("mammocad.cli")
@@ -70,7 +73,7 @@ def _export_config(args: argparse.Namespace) -> Any:
     from mammocad.export import ExportConfig
 
     params_path = args.params or args.root / "params.yaml"
-    params = _read_params(params_path) or {}
+    params = _read_params(params_path, required=args.params is not None) or {}
     section = dict(params.get("export") or {})
     if args.quantization is not None:
         section["quantization"] = args.quantization
@@ -84,24 +87,48 @@ def _export_config(args: argparse.Namespace) -> Any:
 
 def _threshold(args: argparse.Namespace, backbone: str) -> tuple[float, str]:
     if args.threshold is not None:
-        return args.threshold, "--threshold"
+        return check_threshold(args.threshold, "--threshold"), "--threshold"
     path = layout.at(layout.eval_metrics(backbone), args.root)
-    if path.is_file():
-        import json
+    if not path.is_file():
+        return 0.5, "default"
+    try:
+        value = json.loads(path.read_text())["threshold"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        reason = "no 'threshold' key" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(
+            f"{path}: cannot read the decision threshold ({reason}); rerun `dvc repro "
+            f"evaluate@{backbone}` or give --threshold"
+        ) from None
+    return check_threshold(value, str(path)), str(path)
 
-        return float(json.loads(path.read_text())["threshold"]), str(path)
-    return 0.5, "default"
+
+def _load(path: Path) -> tuple[Any, dict[str, Any]]:
+    from mammocad.checkpoint import load_trained_backbone
+
+    try:
+        return load_trained_backbone(path)
+    except Exception as exc:  # any failure means an unusable checkpoint
+        raise UsageError(f"{path}: not a fine-tuned backbone checkpoint ({exc})") from None
+
+
+def _run_name(ckpt: dict[str, Any]) -> str:
+    """The run a checkpoint belongs to: a variant (mobilenet_v1-scratch) has its own
+    threshold and folder."""
+    return (ckpt.get("metrics") or {}).get("run") or ckpt["backbone"]
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Runs ``mammocad export``: the export stage's files for any trained checkpoint."""
-    from mammocad.checkpoint import load_trained_backbone
     from mammocad.export import export_backbone, patch_sets
 
     for path in args.checkpoints:
         if not path.is_file():
             raise UsageError(f"checkpoint not found: {path}")
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
     cfg = _export_config(args)
+    # Checked before any work: a bad --out must not waste the exports.
+    check_output_dir(args.out, "--out")
     try:
         calibration, test = patch_sets(
             *(layout.at(p, args.root) for p in (layout.SPLIT, layout.AUGMENTED, layout.PATCHES))
@@ -110,14 +137,16 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{exc} (--root must be a pipeline folder after `dvc repro augment`)"
         ) from None
+    # Every checkpoint is loaded, and its threshold read, before the first export (and
+    # loaded again for it, so that one model at a time is in memory): one bad file must
+    # not stop the batch after some folders were written.
+    jobs = []
     for path in args.checkpoints:
-        try:
-            model, ckpt = load_trained_backbone(path)
-        except Exception as exc:  # any failure means an unusable checkpoint
-            raise UsageError(f"{path}: not a fine-tuned backbone checkpoint ({exc})") from None
-        # a variant (mobilenet_v1-scratch) is its own run: its threshold and folder
-        backbone = (ckpt.get("metrics") or {}).get("run") or ckpt["backbone"]
-        threshold, source = _threshold(args, backbone)
+        backbone = _run_name(_load(path)[1])
+        check_output_dir(args.out / backbone, "--out")
+        jobs.append((path, backbone, *_threshold(args, backbone)))
+    for path, backbone, threshold, source in jobs:
+        model, ckpt = _load(path)
         out = args.out / backbone
         try:
             record = export_backbone(

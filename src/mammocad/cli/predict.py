@@ -24,6 +24,7 @@ from mammocad.cli.common import (
     UsageError,
     _read_config,
     _read_params,
+    check_threshold,
     resolve_section,
 )
 from mammocad.enhance import EnhanceConfig
@@ -230,8 +231,8 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params",
         type=Path,
-        default=Path("params.yaml"),
-        help="params file for settings the checkpoints lack (params.yaml)",
+        default=None,
+        help="params file for settings the checkpoints lack (params.yaml where present)",
     )
     parser.add_argument(
         "--patch-px",
@@ -395,7 +396,24 @@ def run_predict(args: argparse.Namespace) -> int:
             download.cleanup()
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuses arguments that cannot describe a run, before anything is read."""
+    if args.params is None:  # the working folder's, where there is one
+        args.params = Path("params.yaml")
+    elif not args.params.is_file():
+        raise UsageError(f"--params {args.params}: params file not found")
+    if args.model is None and (not args.backbone or Path(args.backbone).name != args.backbone):
+        raise UsageError(
+            f"--backbone {args.backbone!r}: a checkpoint name in --models (e.g. "
+            "mobilenet_v1), not a path"
+        )
+    check_threshold(args.threshold, "--threshold")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+
+
 def _predict_files(args: argparse.Namespace) -> int:
+    _check_args(args)
     if args.model is not None:
         if getattr(args, "engine", "auto") == "onnx":
             raise UsageError("--engine onnx: an MLflow model (--model) holds no ONNX graphs")
@@ -406,15 +424,16 @@ def _predict_files(args: argparse.Namespace) -> int:
             f"checkpoint not found: {backbone_ckpt} (train it with `dvc repro "
             f"finetune@{args.backbone}` or point --models at a folder holding it)"
         )
-    if args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     # Checked before any image is read: a bad --out must not waste the whole run.
     check_output_dir(args.out, "--out")
     others: list[Path] = []
     files = expand_inputs(args.inputs, exclude=args.out, others=others)
     names = output_names(files)
+    # Files named on the command line, unlike those found in a folder, were meant to be
+    # mammograms: refusing one makes the exit status 2 even if others were processed.
+    named = {Path(item) for item in args.inputs if not Path(item).is_dir()}
     predictor: Predictor | None = None
-    processed, failed = 0, 0
+    processed, failed, refused_named = 0, 0, 0
     skipped: list[dict[str, str]] = []
     for path in others:
         sys.stderr.write(f"{path}: {NOT_AN_IMAGE_FILE}\n")
@@ -427,20 +446,28 @@ def _predict_files(args: argparse.Namespace) -> int:
         except NotAMammogram as exc:
             sys.stderr.write(f"{path}: {exc.reason}\n")
             skipped.append({"file": str(path), "reason": exc.reason})
+            refused_named += path in named
             continue
         if predictor is None:
             predictor = _make_predictor(args)
+        json_path = args.out / f"{name}.json"
+        overlay_path = args.out / f"{name}_overlay.png"
+        overlay_written = False
         try:
             prediction = predictor.predict_image(image, path, kind, read_s=read_s)
-            json_path = args.out / f"{name}.json"
+            # The overlay first: the JSON, the result, exists only with its picture.
+            predictor.write_overlay(prediction, overlay_path)
+            overlay_written = True
             write_json(json_path, prediction.result)
-            predictor.write_overlay(prediction, args.out / f"{name}_overlay.png")
         except NotAMammogram as exc:
             sys.stderr.write(f"{path}: {exc.reason}\n")
             skipped.append({"file": str(path), "reason": exc.reason})
+            refused_named += path in named
             continue
         except Exception as exc:  # one bad image must not stop a folder
             log.debug("%s: failed", path, exc_info=True)
+            if overlay_written:  # no picture without its result
+                overlay_path.unlink(missing_ok=True)
             reason = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
             sys.stderr.write(f"{path}: {reason}\n")
             skipped.append({"file": str(path), "reason": reason})
@@ -455,7 +482,7 @@ def _predict_files(args: argparse.Namespace) -> int:
     log.info("%d processed, %d refused, %d failed", processed, len(skipped) - failed, failed)
     if failed:
         return 1
-    return 0 if processed else 2
+    return 0 if processed and not refused_named else 2
 
 
 COMMANDS.add(
