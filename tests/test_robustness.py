@@ -505,17 +505,22 @@ def test_pool_workers_end_quietly_under_the_sigterm_handler(tmp_path):
 @pytest.mark.parametrize(
     ("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
 )
-def test_outputs_are_as_readable_as_the_umask_allows(
-    tmp_path, monkeypatch, umask, file_mode, dir_mode
-):
-    """Outputs are built under temporary names, which tempfile makes private (0600, 0700);
-    renamed into place, they must have the mode any other file would, or the other users
-    of a shared data or model folder could not read them."""
+def test_outputs_are_as_readable_as_the_umask_allows(tmp_path, umask, file_mode, dir_mode):
+    """Outputs are built under temporary names and renamed into place; they must have the
+    mode any other new file would (tempfile's are private: 0600, 0700), and keep a shared
+    folder's group, or the other users of a data or model folder could not read them."""
     from mammocad import io as mio
 
-    monkeypatch.setattr(mio, "_UMASK", umask)
-    mio.write_json(tmp_path / "a.json", {"x": 1})
-    with mio.atomic_dir(tmp_path / "folder") as tmp:
-        (tmp / "inside.txt").write_text("x")
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == file_mode
-    assert (tmp_path / "folder").stat().st_mode & 0o777 == dir_mode
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2775)  # set-group-id: what is made inside takes the folder's group
+    old = os.umask(umask)
+    try:
+        mio.write_json(shared / "a.json", {"x": 1})
+        with mio.atomic_dir(shared / "folder") as tmp:
+            (tmp / "inside.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (shared / "a.json").stat().st_mode & 0o7777 == file_mode
+    assert (shared / "folder").stat().st_mode & 0o7777 == 0o2000 | dir_mode
+    assert not [p.name for p in shared.iterdir() if ".tmp-" in p.name]

@@ -11,9 +11,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +22,25 @@ import numpy as np
 import pandas as pd
 
 
-def _process_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _fresh_name(parent: Path, prefix: str, make: Callable[[Path], Any]) -> Path:
+    """Creates a new file or folder under a random name with ``make(path)``.
 
-
-#: The umask at import (a process-wide setting, read once: setting it to read it is not
-#: safe while other threads create files).
-_UMASK = _process_umask()
-
-
-def _usual_mode(path: str | os.PathLike, directory: bool) -> None:
-    """Gives a temporary file or folder the mode ``open`` or ``mkdir`` would have.
-
-    ``tempfile`` makes them private (0600, 0700); renamed into place they would keep it,
-    and other users of a shared data or model folder could not read the outputs.
+    Unlike ``tempfile``'s private 0600 and 0700, ``make`` creates it as ``open`` and
+    ``mkdir`` create anything, so the umask, a default ACL and a set-group-id parent apply:
+    renamed into place, outputs are as readable as any other file of a shared folder.
     """
-    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            make(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name {prefix}* in {parent}")
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -56,13 +57,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a fresh temporary directory that replaces ``target`` on success.
 
     On an exception the temporary directory is removed and ``target`` is left as it was.
-    The folder gets the mode ``mkdir`` would give it (the umask's), not ``mkdtemp``'s 0700.
+    The folder is made as ``mkdir`` makes any (umask, default ACL, set-group-id parent),
+    not private as ``mkdtemp`` makes it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = _fresh_name(target.parent, f".{target.name}.tmp-", os.mkdir)
     try:
-        _usual_mode(tmp, directory=True)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,14 +81,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Opens a temporary file beside ``target`` and renames it over ``target`` on success.
 
-    The file gets the mode ``open`` would give it (the umask's), not ``mkstemp``'s 0600.
+    The file is made as ``open`` makes any (umask, default ACL, set-group-id parent), not
+    private as ``mkstemp`` makes it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
+    tmp = _fresh_name(target.parent, f".{target.name}.tmp-", _new_file)
     try:
-        _usual_mode(tmp, directory=False)
         with open(tmp, mode) as fh:
             yield fh
         os.replace(tmp, target)
