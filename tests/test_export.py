@@ -310,3 +310,41 @@ def test_torchscript_names_no_path_of_the_checkout(tmp_path):
         assert not [n for n in z.namelist() if n.endswith(".debug_pkl")]
     with torch.no_grad():
         assert torch.equal(torch.jit.load(tmp_path / "m.pt")(x), model(x))
+
+
+@pytest.fixture()
+def export_cli(tmp_path, monkeypatch):
+    """`mammocad export` up to its first export: checkpoints that load as MobileNet-v1
+    runs, a pipeline folder whose patches are not read."""
+    from mammocad.cli import export as cli_export
+
+    monkeypatch.setattr(cli_export, "_load", lambda path: (None, {"backbone": "mobilenet_v1"}))
+    monkeypatch.setattr(E, "patch_sets", lambda *dirs: (None, None))
+    monkeypatch.setattr(E, "export_backbone", lambda *a, **k: pytest.fail("nothing exported"))
+    paths = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "mobilenet_v1.pt")
+        paths[-1].write_bytes(b"loaded by the patched _load")
+    return paths
+
+
+def test_cli_export_refuses_two_checkpoints_of_one_run(export_cli, tmp_path, capsys):
+    args = ["export", *map(str, export_cli), "--root", str(tmp_path), "--threshold", "0.5"]
+    assert cli_main([*args, "--out", str(tmp_path / "out")]) == 1
+    assert "are both 'mobilenet_v1' runs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [("{}", "no 'threshold' key"), ("not json", "cannot read"), ('{"threshold": 7}', "(0, 1)")],
+)
+def test_cli_export_names_a_bad_threshold_record(export_cli, tmp_path, capsys, record, words):
+    path = tmp_path / "metrics" / "eval" / "mobilenet_v1.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(record)
+    args = ["export", str(export_cli[0]), "--root", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert cli_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and words in err[0], err

@@ -20,7 +20,8 @@ films' long side ``image_px`` from the checkpoint (or that same manifest), and a
 crop side is then ``patch_px`` scaled by its long side against ``image_px``.
 
 Exit status: 0 when at least one image was processed and none failed, 2 when every input
-was refused (or none was found), 1 for a usage or model error or an image that failed.
+was refused (or none was found) or a file named on the command line was refused, 1 for a
+usage or model error or an image that failed.
 
 Each command is a module of this package that registers itself in
 :data:`~mammocad.cli.common.COMMANDS`: ``predict``, ``export``, ``preset``, ``plots``,

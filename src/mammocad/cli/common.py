@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def check_threshold(value: Any, where: str) -> float:
     """A threshold on a probability or a heatmap level: a finite number in (0, 1)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and 0 < value < 1):
-        raise UsageError(f"{where}: the threshold must be a number in (0, 1), got {value!r}")
-    return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)
+        if math.isfinite(value) and 0 < value < 1:
+            return value
+    raise UsageError(f"{where}: the threshold must be a number in (0, 1), got {value!r}")
 
 
 def _read_params(path: Path, required: bool = False) -> dict[str, Any] | None:

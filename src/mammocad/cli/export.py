@@ -86,8 +86,8 @@ def _export_config(args: argparse.Namespace) -> Any:
 
 
 def _threshold(args: argparse.Namespace, backbone: str) -> tuple[float, str]:
-    if args.threshold is not None:
-        return check_threshold(args.threshold, "--threshold"), "--threshold"
+    if args.threshold is not None:  # checked by run_export before any work
+        return args.threshold, "--threshold"
     path = layout.at(layout.eval_metrics(backbone), args.root)
     if not path.is_file():
         return 0.5, "default"
@@ -125,7 +125,7 @@ def run_export(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UsageError(f"checkpoint not found: {path}")
     if args.threshold is not None:
-        check_threshold(args.threshold, "--threshold")
+        args.threshold = check_threshold(args.threshold, "--threshold")
     cfg = _export_config(args)
     # Checked before any work: a bad --out must not waste the exports.
     check_output_dir(args.out, "--out")
@@ -140,9 +140,15 @@ def run_export(args: argparse.Namespace) -> int:
     # Every checkpoint is loaded, and its threshold read, before the first export (and
     # loaded again for it, so that one model at a time is in memory): one bad file must
     # not stop the batch after some folders were written.
-    jobs = []
+    jobs, folders = [], {}
     for path in args.checkpoints:
         backbone = _run_name(_load(path)[1])
+        if backbone in folders:
+            raise UsageError(
+                f"{folders[backbone]} and {path} are both {backbone!r} runs: their exports "
+                f"would share {args.out / backbone} (export them with different --out)"
+            )
+        folders[backbone] = path
         check_output_dir(args.out / backbone, "--out")
         jobs.append((path, backbone, *_threshold(args, backbone)))
     for path, backbone, threshold, source in jobs:

@@ -466,8 +466,9 @@ def _predict_files(args: argparse.Namespace) -> int:
             continue
         except Exception as exc:  # one bad image must not stop a folder
             log.debug("%s: failed", path, exc_info=True)
-            if overlay_written:  # no picture without its result
+            if overlay_written:  # no picture without its result, nor an older result
                 overlay_path.unlink(missing_ok=True)
+                json_path.unlink(missing_ok=True)
             reason = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
             sys.stderr.write(f"{path}: {reason}\n")
             skipped.append({"file": str(path), "reason": reason})

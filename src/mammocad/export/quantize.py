@@ -47,7 +47,7 @@ def quantize_onnx(
     calibration: Sequence[np.ndarray] | None,
     calibration_method: str = "minmax",
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
 ) -> dict[str, Any]:
     """Writes an int8 version of an FP32 ONNX graph.
 
