@@ -87,6 +87,15 @@ TARGET_S = 4.0
 TARGET_GIB = 1.5
 
 
+def _no_params(folder: Path) -> Path:
+    """An empty params file: every setting comes from the checkpoints, as for a user who
+    runs the command outside a pipeline folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "empty-params.yaml"
+    path.write_text("{}\n")
+    return path
+
+
 def run_command(
     image: Path, models: Path, out: Path, engine: str = "auto"
 ) -> tuple[float, float, float, dict]:
@@ -94,7 +103,8 @@ def run_command(
     and its JSON."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     cmd = [sys.executable, "-m", "mammocad.cli", "predict", str(image)]
-    cmd += ["--out", str(out), "--models", str(models), "--params", str(out / "none.yaml")]
+    params = _no_params(out.parent)
+    cmd += ["--out", str(out), "--models", str(models), "--params", str(params)]
     cmd += ["--engine", engine]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -130,7 +140,7 @@ def breakdown(image: Path, models: Path, out: Path, engine: str) -> dict[str, fl
     from mammocad import cli
 
     args = cli.build_parser().parse_args(
-        ["predict", str(image), "--models", str(models), "--params", str(out / "none.yaml")]
+        ["predict", str(image), "--models", str(models), "--params", str(_no_params(out))]
         + ["--engine", engine]
     )
     t0 = time.perf_counter()
